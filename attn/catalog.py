@@ -1,0 +1,130 @@
+"""The name -> component tables that configs use, and the parser for component specs.
+
+A spec is a catalog name, a call with literal arguments, or an import string:
+
+    get("weighting", "entmax15")
+    get("score", "cosine(temperature=0.05)")
+    get("mask", "causal() & sliding_window(left=64)")      # masks combine with & | ~
+    get("weighting", "my_pkg.my_mod:my_weighting")           # a user's own function
+
+Scores and weightings come back as functions (keyword arguments bound with ``partial``); masks
+come back as :class:`attn.masks.Mask` objects (their factories are called).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from attn import masks, scores, weighting
+
+__all__ = ["KINDS", "get", "names"]
+
+_TABLES: dict[str, dict[str, Callable[..., Any]]] = {
+    "score": {
+        "dot": scores.dot,
+        "scaled_dot": scores.scaled_dot,
+        "general": scores.general,
+        "additive": scores.additive,
+        "cosine": scores.cosine,
+    },
+    "weighting": {
+        "softmax": weighting.softmax,
+        "softmax_with_sink": weighting.softmax_with_sink,
+        "sparsemax": weighting.sparsemax,
+        "entmax15": weighting.entmax15,
+        "sigmoid": weighting.sigmoid,
+        "relu": weighting.relu,
+        "squared_relu": weighting.squared_relu,
+    },
+    "mask": {
+        "causal": masks.causal,
+        "sliding_window": masks.sliding_window,
+        "chunked": masks.chunked,
+        "strided": masks.strided,
+        "global_tokens": masks.global_tokens,
+        "prefix_lm": masks.prefix_lm,
+        "random_blocks": masks.random_blocks,
+    },
+}
+# Kinds whose entries are factories: a spec calls them. Others bind arguments with partial.
+_FACTORY_KINDS = frozenset({"mask"})
+_MASK_OPERATORS = {ast.BitAnd: operator.and_, ast.BitOr: operator.or_}
+
+KINDS = tuple(_TABLES)
+
+
+def names(kind: str) -> list[str]:
+    """The catalog names of one kind."""
+    return sorted(_table(kind))
+
+
+def _table(kind: str) -> dict[str, Callable[..., Any]]:
+    if kind not in _TABLES:
+        raise ValueError(f"unknown catalog kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    return _TABLES[kind]
+
+
+def _import_string(spec: str) -> Callable[..., Any]:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import {spec!r} ('package.module:function'): {error}") from None
+
+
+def _literal(node: ast.expr, spec: str) -> Any:
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise ValueError(
+            f"in {spec!r}: arguments must be literals (numbers, strings, lists), got "
+            f"{ast.unparse(node)!r}"
+        ) from None
+
+
+def _build(kind: str, node: ast.expr, spec: str) -> Any:
+    table = _table(kind)
+    if kind in _FACTORY_KINDS and isinstance(node, ast.BinOp) and type(node.op) in _MASK_OPERATORS:
+        combine = _MASK_OPERATORS[type(node.op)]
+        return combine(_build(kind, node.left, spec), _build(kind, node.right, spec))
+    if kind in _FACTORY_KINDS and isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
+        return ~_build(kind, node.operand, spec)
+    call = node if isinstance(node, ast.Call) else None
+    name_node = call.func if call else node
+    if not isinstance(name_node, ast.Name):
+        raise ValueError(f"cannot read {kind} spec {spec!r}; expected name or name(arg=value, ...)")
+    if name_node.id not in table:
+        raise ValueError(
+            f"unknown {kind} {name_node.id!r}; valid {kind} names: {', '.join(names(kind))} "
+            f"(or 'package.module:function')"
+        )
+    fn = table[name_node.id]
+    args = [_literal(a, spec) for a in call.args] if call else []
+    kwargs = {kw.arg: _literal(kw.value, spec) for kw in call.keywords} if call else {}
+    if kind in _FACTORY_KINDS:
+        return fn(*args, **kwargs)
+    return functools.partial(fn, *args, **kwargs) if (args or kwargs) else fn
+
+
+def get(kind: str, spec: str | Callable[..., Any]) -> Any:
+    """Resolve ``spec`` (a name, ``"name(arg=value)"``, or ``"pkg.mod:fn"``) in table ``kind``.
+
+    A callable is returned unchanged, so configs and code can pass either.
+    """
+    if callable(spec) or isinstance(spec, masks.Mask):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"{kind} spec must be a string or a callable, got {spec!r}")
+    _table(kind)
+    if ":" in spec:
+        return _import_string(spec.strip())
+    try:
+        node = ast.parse(spec.strip(), mode="eval").body
+    except SyntaxError:
+        raise ValueError(f"cannot parse {kind} spec {spec!r}") from None
+    return _build(kind, node, spec)

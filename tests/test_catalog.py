@@ -1,0 +1,93 @@
+"""Catalog names, specs with arguments, mask expressions, import strings and errors."""
+
+import functools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from attn import catalog, masks, scores, weighting
+
+
+def test_plain_names_return_the_functions():
+    assert catalog.get("score", "scaled_dot") is scores.scaled_dot
+    assert catalog.get("weighting", "entmax15") is weighting.entmax15
+
+
+def test_arguments_are_bound():
+    cosine = catalog.get("score", "cosine(temperature=0.05)")
+    assert isinstance(cosine, functools.partial)
+    assert cosine.func is scores.cosine and cosine.keywords == {"temperature": 0.05}
+
+
+def test_mask_expressions_build_masks():
+    spec = "causal() & sliding_window(left=2) | global_tokens(1)"
+    built = catalog.get("mask", spec)
+    want = (masks.causal() & masks.sliding_window(2)) | masks.global_tokens(1)
+    shape = (1, 1, 6, 6)
+    np.testing.assert_array_equal(built.dense(shape), want.dense(shape))
+    np.testing.assert_array_equal(
+        catalog.get("mask", "~causal").dense(shape), ~masks.causal().dense(shape)
+    )
+
+
+def test_import_strings_and_callables_pass_through():
+    assert catalog.get("weighting", "attn.weighting:sparsemax") is weighting.sparsemax
+    own = lambda logits, mask=None: logits  # noqa: E731
+    assert catalog.get("weighting", own) is own
+    mask = masks.causal()
+    assert catalog.get("mask", mask) is mask
+
+
+@pytest.mark.parametrize(
+    ("kind", "spec", "message"),
+    [
+        (
+            "score",
+            "dott",
+            "unknown score 'dott'; valid score names: additive, cosine, dot, general",
+        ),
+        ("weighting", "softmax(", "cannot parse"),
+        ("mask", "causal(offset=x)", "must be literals"),
+        ("mask", "causal().offset", "expected name"),
+        (
+            "optimizer",
+            "adam",
+            "unknown catalog kind 'optimizer'; valid kinds: score, weighting, mask",
+        ),
+        ("weighting", "attn.weighting:nothing_here", "cannot import"),
+        ("weighting", "no_such_package.mod:fn", "cannot import"),
+        ("mask", "sliding_window(left=-1)", "non-negative"),
+    ],
+)
+def test_bad_specs_raise_a_clear_error(kind, spec, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        catalog.get(kind, spec)
+
+
+def test_names_lists_every_entry():
+    assert catalog.names("weighting") == [
+        "entmax15",
+        "relu",
+        "sigmoid",
+        "softmax",
+        "softmax_with_sink",
+        "sparsemax",
+        "squared_relu",
+    ]
+
+
+def test_import_attn_needs_jax_alone():
+    """The pure core must import with flax, optax, orbax and tensorflow unavailable."""
+    blocked = ["flax", "optax", "orbax", "tensorflow", "tensorflow_datasets", "grain"]
+    code = (
+        f"import sys\nfor name in {blocked!r}: sys.modules[name] = None\n"
+        "import attn\n"
+        f"loaded = [m for m in {blocked!r} if sys.modules.get(m) is not None]\n"
+        "assert not loaded, loaded\nprint('ok')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
