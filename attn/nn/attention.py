@@ -1,0 +1,400 @@
+"""Multi-head attention as an NNX module: projections, optional qk-norm and RoPE, KV cache.
+
+The attention itself is :func:`attn.attend`; this module owns the parameters and the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import attn
+from attn import masks
+
+__all__ = ["MultiHeadAttention"]
+
+Array = jax.Array
+
+
+def concrete_value(x: Any) -> np.ndarray | None:
+    """``x`` as a NumPy array, or ``None`` when it is traced (checks then have to be skipped)."""
+    try:
+        return np.asarray(x)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return None
+
+
+def check_features(x: Any, name: str, features: int, batch_size: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``x`` is a float array ``[B, length, features]``."""
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 3 or shape[-1] != features:
+        raise ValueError(f"{name} must be [B, length, {features}], got {shape}")
+    if batch_size is not None and shape[0] != batch_size:
+        raise ValueError(f"{name} has batch size {shape[0]}, expected {batch_size}")
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["inner", "offsets"], meta_fields=[]
+)
+@dataclasses.dataclass(frozen=True, eq=False)
+class _AtAbsolutePositions(masks.Mask):
+    """``inner`` evaluated with query ``i`` of example ``b`` at position ``offsets[b] + i``, so a
+    Mask written for the whole sequence also holds for a chunk decoded after a cache prefix."""
+
+    inner: masks.Mask
+    offsets: Array  # [B] int
+
+    def rule(self, b, h, q_idx, kv_idx):
+        return self.inner.rule(b, h, q_idx + self.offsets[b], kv_idx)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"MultiHeadAttention: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class MultiHeadAttention(nnx.Module):
+    """Multi-head attention with grouped-query heads, RoPE, qk-norm and a KV cache.
+
+    Projects ``inputs_q [B, T, in_features]`` to ``num_heads`` queries and ``inputs_kv
+    [B, S, kv_features]`` (default: ``inputs_q``, self-attention) to ``num_kv_heads`` keys and
+    values of ``head_dim`` features, runs :func:`attn.attend` on q ``[B, T, N, H]``, k, v
+    ``[B, S, K, H]`` and projects the heads back to ``out_features``. ``num_kv_heads < num_heads``
+    is grouped-query attention (``1`` is multi-query); keys and values are never repeated.
+
+    Args:
+      in_features: features ``D`` of ``inputs_q``.
+      num_heads: query heads ``N``.
+      num_kv_heads: key/value heads ``K`` (default ``N``); ``N % K == 0``.
+      head_dim: features per head ``H`` (default ``in_features // num_heads``).
+      kv_features: features of ``inputs_kv`` (default ``in_features``).
+      out_features: output features (default ``in_features``).
+      score: ``(q, k) -> logits`` or a catalog name (see :mod:`attn.catalog`).
+      weighting: ``(logits, mask) -> weights`` or a catalog name.
+      use_bias: biases in the four projections.
+      use_rope: rotate q and k by their positions (:func:`attn.positional.rope`).
+      rope_base, rotary_dim: RoPE frequency base and number of rotated features (default all).
+      qk_norm: RMS-normalise q and k over ``head_dim`` (before RoPE), one scale each.
+      dropout_rate: attention-weight dropout; draws keys from the ``"dropout"`` stream of
+        ``rngs`` (which falls back to ``"default"``).
+      record_weights: sow the weights ``[B, N, T, S]`` as ``nnx.Intermediate``
+        ``"attention_weights"``; read them with ``nnx.capture(model, nnx.Intermediate)``.
+        Off by default, and then the weights are not even returned by ``attend``.
+      deterministic: default for the call argument of the same name (dropout off when True);
+        ``model.eval()`` / ``model.train()`` and ``nnx.view`` set it.
+      implementation: passed to :func:`attn.attend`.
+      dtype: computation dtype of the projections (default: inferred from inputs and params).
+      param_dtype: parameter dtype.
+      rngs: ``nnx.Rngs`` with a ``"params"`` stream (and ``"dropout"`` if ``dropout_rate > 0``).
+
+    KV-cache decoding: call :meth:`init_cache` once, then call with ``decode=True`` on chunks
+    ``[B, T_new, D]`` (a prompt, then one token at a time). See :meth:`__call__`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_heads: int,
+        *,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        kv_features: int | None = None,
+        out_features: int | None = None,
+        score: Callable[..., Array] | str = "scaled_dot",
+        weighting: Callable[..., Array] | str = "softmax",
+        use_bias: bool = False,
+        use_rope: bool = False,
+        rope_base: float = 10000.0,
+        rotary_dim: int | None = None,
+        qk_norm: bool = False,
+        dropout_rate: float = 0.0,
+        record_weights: bool = False,
+        deterministic: bool = False,
+        implementation: str = "auto",
+        dtype: Any = None,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        in_features = _positive_int(in_features, "in_features")
+        num_heads = _positive_int(num_heads, "num_heads")
+        num_kv_heads = _positive_int(
+            num_heads if num_kv_heads is None else num_kv_heads, "num_kv_heads"
+        )
+        if num_heads % num_kv_heads:
+            raise ValueError(
+                f"MultiHeadAttention: num_heads={num_heads} must be a multiple of "
+                f"num_kv_heads={num_kv_heads}"
+            )
+        if head_dim is None:
+            if in_features % num_heads:
+                raise ValueError(
+                    f"MultiHeadAttention: in_features={in_features} is not divisible by "
+                    f"num_heads={num_heads}; pass head_dim"
+                )
+            head_dim = in_features // num_heads
+        head_dim = _positive_int(head_dim, "head_dim")
+        kv_features = _positive_int(
+            in_features if kv_features is None else kv_features, "kv_features"
+        )
+        out_features = _positive_int(
+            in_features if out_features is None else out_features, "out_features"
+        )
+        if use_rope and rotary_dim is not None and not (0 < rotary_dim <= head_dim):
+            raise ValueError(
+                f"MultiHeadAttention: rotary_dim={rotary_dim} must be in (0, head_dim={head_dim}]"
+            )
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError(
+                f"MultiHeadAttention: dropout_rate must be in [0, 1), got {dropout_rate}"
+            )
+
+        self.in_features = in_features
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.kv_features = kv_features
+        self.out_features = out_features
+        # Resolve names now so that a typo fails at construction, not at the first call.
+        self.score = attn.catalog.get("score", score)
+        self.weighting = attn.catalog.get("weighting", weighting)
+        self.use_rope = use_rope
+        self.rope_base = rope_base
+        self.rotary_dim = rotary_dim
+        self.dropout_rate = dropout_rate
+        self.record_weights = record_weights
+        self.deterministic = deterministic
+        self.implementation = implementation
+
+        linear = functools.partial(
+            nnx.Linear, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+        )
+        self.query = linear(in_features, num_heads * head_dim)
+        self.key = linear(kv_features, num_kv_heads * head_dim)
+        self.value = linear(kv_features, num_kv_heads * head_dim)
+        self.out = linear(num_heads * head_dim, out_features)
+        if qk_norm:
+            norm = functools.partial(nnx.RMSNorm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            self.query_norm = norm(head_dim)
+            self.key_norm = norm(head_dim)
+        else:
+            self.query_norm = nnx.data(None)
+            self.key_norm = nnx.data(None)
+        self.dropout_rngs = rngs.dropout.fork() if dropout_rate > 0 else nnx.data(None)
+        self.cached_key = nnx.data(None)
+        self.cached_value = nnx.data(None)
+        self.cache_index = nnx.data(None)
+
+    def set_view(self, deterministic: bool | None = None, record_weights: bool | None = None):
+        """Used by ``nnx.view(model, deterministic=..., record_weights=...)``."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+        if record_weights is not None:
+            self.record_weights = record_weights
+
+    def init_cache(self, batch_size: int, max_length: int, dtype: Any = None) -> None:
+        """Create an empty KV cache for ``batch_size`` sequences of up to ``max_length`` tokens.
+
+        Creates ``nnx.Cache`` variables ``cached_key [B, L, K, H]``, ``cached_value [B, L, K, H]``
+        (``dtype``, default the projections' dtype or float32) and ``cache_index [B]`` int32, the
+        next free slot of each example (all 0). Calling it again resets the cache.
+        """
+        batch_size = _positive_int(batch_size, "batch_size")
+        max_length = _positive_int(max_length, "max_length")
+        if dtype is None:
+            dtype = self.key.dtype or jnp.float32
+        shape = (batch_size, max_length, self.num_kv_heads, self.head_dim)
+        self.cached_key = nnx.Cache(jnp.zeros(shape, dtype))
+        self.cached_value = nnx.Cache(jnp.zeros(shape, dtype))
+        self.cache_index = nnx.Cache(jnp.zeros((batch_size,), jnp.int32))
+
+    def _heads(self, x: Array, projection: nnx.Linear, num_heads: int) -> Array:
+        B, length, _ = x.shape
+        return projection(x).reshape(B, length, num_heads, self.head_dim)
+
+    def _rope(self, x: Array, positions: Array) -> Array:
+        return attn.positional.rope(x, positions, base=self.rope_base, rotary_dim=self.rotary_dim)
+
+    def __call__(
+        self,
+        inputs_q: Array,
+        inputs_kv: Array | None = None,
+        *,
+        mask: masks.Mask | Array | None = None,
+        bias: Array | None = None,
+        positions: Array | None = None,
+        kv_positions: Array | None = None,
+        deterministic: bool | None = None,
+        decode: bool = False,
+        prompt_lengths: Array | None = None,
+    ) -> Array:
+        """Attend from ``inputs_q [B, T, D]`` to ``inputs_kv [B, S, Dkv]`` (default: itself).
+
+        Args:
+          inputs_q: ``[B, T, in_features]``.
+          inputs_kv: ``[B, S, kv_features]``; ``None`` for self-attention.
+          mask: :class:`attn.masks.Mask` or bool array broadcastable to ``[B, N, T, S]``
+            (``True`` = may attend). With ``decode=True`` it is combined with the cache's causal
+            mask by ``&``; the key axis is then the ``L`` cache slots, and a Mask sees each query
+            at its absolute position ``cache_index[b] + i`` (so ``sliding_window(64)`` means the
+            same in a full forward and in decoding), while a bool array must be
+            ``[B, N, T_new, L]`` (or broadcastable).
+          bias: float array broadcastable to ``[B, N, T, S]`` added to the logits.
+          positions: RoPE positions of the queries, ``[T]`` or ``[B, T]`` (default
+            ``arange(T)``, or each example's cache positions when decoding).
+          kv_positions: RoPE positions of the keys (default: ``positions`` for self-attention,
+            ``arange(S)`` for cross-attention; ignored when decoding: keys share the queries').
+          deterministic: disable dropout (default: ``self.deterministic``).
+          decode: write the new keys/values into the cache (after :meth:`init_cache`) at each
+            example's ``cache_index`` and attend over all ``L`` slots with
+            ``attn.masks.causal(offset=cache_index)``, so query ``i`` at absolute position
+            ``cache_index[b] + i`` sees the slots up to itself. ``T_new >= 1`` tokens per call.
+          prompt_lengths: decode only: int ``[B]``, how many of the ``T_new`` inputs of each
+            example are real (the rest is right padding); each example's ``cache_index``
+            advances by its own count (default ``T_new``). Use it to prefill ragged prompts in
+            one call: the padding slots are masked and overwritten by the next tokens, whose
+            outputs then match an unpadded run. (``cache_index`` is a plain ``nnx.Cache`` and
+            may also be set directly.)
+
+        Returns:
+          ``[B, T, out_features]``. Queries that may see no key output the projection of 0
+          (the output bias, if any).
+        """
+        check_features(inputs_q, "inputs_q", self.in_features)
+        B, T, _ = inputs_q.shape
+        self_attention = inputs_kv is None
+        if self_attention:
+            inputs_kv = inputs_q
+        else:
+            check_features(inputs_kv, "inputs_kv", self.kv_features, B)
+        if decode:
+            advance_b = self._check_decode(B, T, inputs_kv, prompt_lengths)
+        elif prompt_lengths is not None:
+            raise ValueError("prompt_lengths applies only with decode=True")
+
+        q = self._heads(inputs_q, self.query, self.num_heads)
+        k = self._heads(inputs_kv, self.key, self.num_kv_heads)
+        v = self._heads(inputs_kv, self.value, self.num_kv_heads)
+        if self.query_norm is not None:
+            q = self.query_norm(q)
+            k = self.key_norm(k)
+        if decode:
+            k, v, mask, positions = self._update_cache(k, v, mask, positions, advance_b)
+            kv_positions = positions
+
+        if self.use_rope:
+            if positions is None:
+                positions = jnp.arange(T)
+            if kv_positions is None:
+                kv_positions = positions if self_attention else jnp.arange(k.shape[1])
+            q = self._rope(q, positions)
+            if not decode:  # cached keys were rotated when they were written
+                k = self._rope(k, kv_positions)
+
+        if deterministic is None:
+            deterministic = self.deterministic
+        use_dropout = self.dropout_rate > 0.0 and not deterministic
+        result = attn.attend(
+            q,
+            k,
+            v,
+            score=self.score,
+            mask=mask,
+            bias=bias,
+            weighting=self.weighting,
+            dropout_rate=self.dropout_rate if use_dropout else 0.0,
+            rng=self.dropout_rngs() if use_dropout else None,
+            implementation=self.implementation,
+            return_weights=self.record_weights,
+        )
+        if self.record_weights:
+            out_btnh, weights_bnts = result
+            self.sow(nnx.Intermediate, "attention_weights", weights_bnts)
+        else:
+            out_btnh = result
+        return self.out(out_btnh.reshape(B, T, self.num_heads * self.head_dim))
+
+    def _check_decode(
+        self, B: int, T_new: int, inputs_kv: Array, prompt_lengths: Array | None
+    ) -> Array:
+        """Validate a decode call before any work; return how far each example advances."""
+        if self.cached_key is None:
+            raise ValueError(
+                "decode=True needs a KV cache: call init_cache(batch_size, max_length) first"
+            )
+        if inputs_kv.shape[1] != T_new:
+            raise ValueError(
+                f"decode: inputs_kv must have the T_new={T_new} tokens of inputs_q, "
+                f"got {inputs_kv.shape}"
+            )
+        cache_batch, max_length = self.cached_key.shape[:2]
+        if cache_batch != B:
+            raise ValueError(
+                f"decode: inputs have batch size {B}, the cache was made for {cache_batch}"
+            )
+        if prompt_lengths is None:
+            advance_b = jnp.full((B,), T_new, jnp.int32)
+        else:
+            advance_b = jnp.asarray(prompt_lengths)
+            if advance_b.shape != (B,) or not jnp.issubdtype(advance_b.dtype, jnp.integer):
+                raise ValueError(
+                    f"prompt_lengths must be an int array [B={B}], got "
+                    f"{advance_b.dtype}{list(advance_b.shape)}"
+                )
+            lengths = concrete_value(advance_b)
+            if lengths is not None and ((lengths < 0) | (lengths > T_new)).any():
+                raise ValueError(f"prompt_lengths must be in [0, T_new={T_new}], got {lengths}")
+            advance_b = advance_b.astype(jnp.int32)
+        # Only checkable outside jit; under jit, writes past the end are dropped (see below).
+        end = concrete_value(self.cache_index[...] + advance_b)
+        if end is not None and (end > max_length).any():
+            raise ValueError(
+                f"decode: KV cache overflow: the cache holds max_length={max_length} tokens, "
+                f"these inputs would end at positions {end.tolist()}"
+            )
+        return advance_b
+
+    def _update_cache(
+        self,
+        k_new: Array,
+        v_new: Array,
+        mask: masks.Mask | Array | None,
+        positions: Array | None,
+        advance_b: Array,
+    ) -> tuple[Array, Array, masks.Mask, Array]:
+        """Write the new keys/values at each example's position; return the whole cache, the
+        mask over its slots and the queries' positions."""
+        B, T_new = k_new.shape[:2]
+        index_b = self.cache_index[...]
+        positions_bt = index_b[:, None] + jnp.arange(T_new, dtype=jnp.int32)
+        if positions is None:
+            positions = positions_bt
+        if self.use_rope:
+            k_new = self._rope(k_new, positions)
+        # Scatter rather than dynamic_update_slice: that would clamp the start of a chunk that
+        # runs past the end and overwrite earlier slots; here padding past the end is dropped.
+        batch_b1 = jnp.arange(B)[:, None]
+        cached_key = self.cached_key[...]
+        cached_value = self.cached_value[...]
+        cached_key = cached_key.at[batch_b1, positions_bt].set(
+            k_new.astype(cached_key.dtype), mode="drop"
+        )
+        cached_value = cached_value.at[batch_b1, positions_bt].set(
+            v_new.astype(cached_value.dtype), mode="drop"
+        )
+        self.cached_key[...] = cached_key
+        self.cached_value[...] = cached_value
+        self.cache_index[...] = index_b + advance_b
+
+        cache_mask = masks.causal(offset=index_b)
+        if isinstance(mask, masks.Mask):
+            mask = _AtAbsolutePositions(mask, index_b)
+        mask = cache_mask if mask is None else cache_mask & masks.as_mask(mask)
+        return cached_key, cached_value, mask, positions
