@@ -1,0 +1,114 @@
+"""The interface every task model implements, and the pieces the models share."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attn import catalog, masks
+
+__all__ = [
+    "Batch",
+    "TaskModel",
+    "attention_maps_from",
+    "batch_array",
+    "jit_forward",
+    "padding_mask",
+    "record_attention",
+]
+
+Array = jax.Array
+Batch = Mapping[str, Any]
+
+
+def batch_array(batch: Batch, name: str, rank: int) -> Array:
+    """``batch[name]`` as an int32 array of the given rank, or a ``ValueError`` saying why not."""
+    if name not in batch:
+        raise ValueError(f"batch lacks {name!r}; it has {sorted(batch)}")
+    array = jnp.asarray(batch[name])
+    if array.ndim != rank or not jnp.issubdtype(array.dtype, jnp.integer):
+        raise ValueError(
+            f"batch[{name!r}] must be an int array of rank {rank}, "
+            f"got {array.dtype}{list(array.shape)}"
+        )
+    return array.astype(jnp.int32)
+
+
+def padding_mask(valid_bs: Array, extra: str | None = None) -> masks.Mask | Array:
+    """Keys that are real tokens (``valid [B, S]``), ``&`` the config's extra mask spec.
+
+    A bool array rather than lengths, so padding may sit anywhere; its query axis has size 1,
+    which keeps it valid for any query chunk (a KV-cache step included).
+    """
+    key_mask_b11s = valid_bs[:, None, None, :]
+    if extra is None:
+        return key_mask_b11s
+    return catalog.get("mask", extra) & key_mask_b11s
+
+
+def attention_maps_from(captured: nnx.State) -> dict[str, Array]:
+    """Name the recorded ``attention_weights`` of a captured state by where they come from:
+    ``("encoder", "layers", 0, "self_attention")`` becomes ``"encoder/layer0/self"``."""
+    renames = {"self_attention": "self", "cross_attention": "cross"}
+    maps = {}
+    for path, value in nnx.to_flat_state(captured):
+        if path[-1] != "attention_weights":
+            continue
+        parts, rest = [], list(path[:-1])
+        while rest:
+            part = rest.pop(0)
+            if part == "layers" and rest and isinstance(rest[0], int):
+                parts.append(f"layer{rest.pop(0)}")
+            else:
+                parts.append(renames.get(str(part), str(part)))
+        (weights_bnts,) = value.get_value()  # sown once per call
+        maps["/".join(parts)] = weights_bnts
+    return maps
+
+
+def record_attention(model: nnx.Module, method: str, *args: Any) -> dict[str, Array]:
+    """Run ``model.<method>(*args)`` deterministically with every attention recording its
+    weights; return them named as in :func:`attention_maps_from`. ``model`` is not changed."""
+    recording = nnx.view(model, deterministic=True, record_weights=True)
+    _, captured = nnx.capture(getattr(recording, method), nnx.Intermediate)(*args)
+    return attention_maps_from(captured)
+
+
+@nnx.jit
+def jit_forward(model: nnx.Module, batch: Batch) -> Array:
+    """``model(batch, deterministic=True)``, compiled (``batch`` holds arrays only)."""
+    return model(batch, deterministic=True)
+
+
+class TaskModel(nnx.Module):
+    """A model for one kind of task; the training loop uses only these methods.
+
+    Batches are dicts: ``"inputs"`` int32 ``[B, T]`` (0 = padding), ``"targets"`` (``[B]``
+    classify, ``[B, T]`` tag and lm, ``[B, U]`` seq2seq) and ``"weights"`` (unused here).
+    """
+
+    kinds: ClassVar[tuple[str, ...]] = ()
+
+    def __call__(self, batch: Batch, *, deterministic: bool) -> Array:
+        """float32 logits: classify ``[B, C]``; tag and lm ``[B, T, V]``; seq2seq ``[B, U, V]``
+        (teacher-forced)."""
+        raise NotImplementedError
+
+    def predict(self, batch: Batch) -> Array:
+        """int32 predictions shaped like ``batch["targets"]``, from the inputs alone."""
+        raise NotImplementedError
+
+    def attention_maps(self, batch: Batch) -> dict[str, Array]:
+        """``name -> weights [B, N, T, S]`` in deterministic mode, for plots."""
+        raise NotImplementedError
+
+    def sample(self, prompt: Array, num_tokens: int, rng: Array, temperature: float = 1.0) -> Array:
+        """Language models only: ``prompt [B, P]`` continued by ``num_tokens`` sampled tokens."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not sample; sample() is for language models "
+            "(model 'decoder_lm', task kind 'lm')"
+        )

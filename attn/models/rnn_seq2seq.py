@@ -1,0 +1,121 @@
+"""GRU/LSTM encoder-decoder with Bahdanau (additive) or Luong (general, dot) attention."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from attn.models.base import Batch, TaskModel, batch_array
+from attn.models.config import ModelConfig, TaskInfo
+from attn.models.decoding import decode_loop, shift_right
+from attn.models.embedding import Embedder
+from attn.models.recurrent import AttentionStep, BidirectionalEncoder, Carry
+
+__all__ = ["RNNSeq2Seq"]
+
+Array = jax.Array
+
+
+class RNNSeq2Seq(TaskModel):
+    """Bahdanau et al. (2015) layout with a choice of cell and attention score.
+
+    * Encoder: a bidirectional ``cell`` with ``hidden_features / 2`` units per direction that
+      skips padding (id 0, anywhere), giving states ``[B, T, hidden_features]``.
+    * Decoder start: ``tanh(Linear(backward summary))``.
+    * Step ``t``: the previous hidden state attends over the encoder states (``attention``:
+      "additive" = Bahdanau, "general"/"dot" = Luong's scores), the context and the embedding of
+      token ``t - 1`` (BOS id ``target_vocab_size`` at ``t = 0``) go into the cell, and
+      ``Linear([h_t; context_t])`` gives the logits. Feeding the context to the cell already is
+      input feeding, so there is no separate option.
+
+    ``positional``, ``score`` and the Transformer keys are unused; ``weighting`` and ``dtype``
+    apply, and ``dropout_rate`` drops embeddings and the readout.
+    """
+
+    kinds = ("seq2seq",)
+
+    def __init__(self, config: ModelConfig, task: TaskInfo, *, rngs: nnx.Rngs):
+        embed_features = config.embed_features or config.features
+        features = config.hidden_features or config.features
+        dtype = config.compute_dtype
+        self.bos_id = task.target_vocab_size
+        self.target_length = task.target_length
+        embed = dict(positional="none", dropout_rate=config.dropout_rate, dtype=dtype, rngs=rngs)
+        self.embed_inputs = Embedder(
+            task.input_vocab_size, embed_features, max_length=task.input_length, **embed
+        )
+        self.embed_targets = Embedder(
+            task.target_vocab_size + 1, embed_features, max_length=task.target_length, **embed
+        )
+        self.encoder = BidirectionalEncoder(
+            config.cell, embed_features, features, dtype=dtype, rngs=rngs
+        )
+        self.bridge = nnx.Linear(features // 2, features, dtype=dtype, rngs=rngs)
+        self.step = AttentionStep(
+            config.cell,
+            config.attention,
+            embed_features,
+            features,
+            weighting=config.weighting,
+            dtype=dtype,
+            rngs=rngs,
+        )
+        self.readout_dropout = nnx.Dropout(
+            config.dropout_rate, rngs=rngs if config.dropout_rate > 0 else None
+        )
+        self.head = nnx.Linear(2 * features, task.target_vocab_size, dtype=dtype, rngs=rngs)
+
+    def _encode(self, inputs_bt: Array, deterministic: bool) -> tuple[Array, Array, Carry]:
+        """Encoder states ``[B, T, H]``, which are real ``[B, T]``, the decoder's first carry."""
+        valid_bt = inputs_bt != 0
+        x_bte = self.embed_inputs(inputs_bt, deterministic=deterministic)
+        memory_bth, summary_bh = self.encoder(x_bte, valid_bt)
+        carry = self.step.initial_carry(jnp.tanh(self.bridge(summary_bh)))
+        return memory_bth, valid_bt, carry
+
+    def _logits(self, readout: Array, deterministic: bool) -> Array:
+        readout = self.readout_dropout(readout, deterministic=deterministic)
+        return self.head(readout).astype(jnp.float32)
+
+    def __call__(self, batch: Batch, *, deterministic: bool) -> Array:
+        inputs_bt = batch_array(batch, "inputs", 2)
+        targets_bu = batch_array(batch, "targets", 2)
+        memory_bth, valid_bt, carry = self._encode(inputs_bt, deterministic)
+        y_bue = self.embed_targets(
+            shift_right(targets_bu, self.bos_id), deterministic=deterministic
+        )
+        readout_buf = self.step.run(carry, y_bue, memory_bth, valid_bt)
+        return self._logits(readout_buf, deterministic)
+
+    def predict(self, batch: Batch) -> Array:
+        """Greedy decoding of ``target_length`` tokens from the inputs alone."""
+        return self.greedy_decode(batch)[0]
+
+    def greedy_decode(self, batch: Batch) -> tuple[Array, Array]:
+        """Greedy tokens int32 ``[B, U]`` and the logits ``[B, U, V]`` each step chose from."""
+        tokens_bu, (logits_buv, _) = _jit_greedy(self, batch_array(batch, "inputs", 2))
+        return tokens_bu, logits_buv
+
+    def attention_maps(self, batch: Batch) -> dict[str, Array]:
+        """``{"rnn/alignment": [B, 1, U, T]}``: the attention weights of each greedy step."""
+        _, (_, weights_but) = _jit_greedy(self, batch_array(batch, "inputs", 2))
+        return {"rnn/alignment": weights_but[:, None]}
+
+
+@nnx.jit
+def _jit_greedy(model: RNNSeq2Seq, inputs_bt: Array) -> tuple[Array, tuple[Array, Array]]:
+    """Greedy tokens ``[B, U]``, and each step's logits ``[B, U, V]`` and alignment
+    ``[B, U, T]``."""
+    B, U = inputs_bt.shape[0], model.target_length
+    memory_bth, valid_bt, carry = model._encode(inputs_bt, True)
+
+    def step(model, carry, tokens_b, position):
+        del position  # an RNN knows where it is
+        y_be = model.embed_targets(tokens_b[:, None], deterministic=True)[:, 0]
+        carry, readout_bf, weights_bt = model.step(carry, y_be, memory_bth, valid_bt)
+        logits_bv = model._logits(readout_bf, True)
+        return logits_bv, carry, (logits_bv, weights_bt)
+
+    bos_b = jnp.full((B,), model.bos_id, jnp.int32)
+    return decode_loop(model, step, carry, bos_b, jnp.arange(U))
