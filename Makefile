@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint format
+.PHONY: setup demo test lint format
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+# The README main job: train the default experiment (dates: GRU + Bahdanau attention) on CPU.
+demo: $(STAMP)
+	JAX_PLATFORMS=cpu $(VENV)/bin/attn run experiments/dates.py --workdir workdirs/dates
 
 # The test command (README, .ci/run): lint, then the whole suite on CPU.
 test: $(STAMP)

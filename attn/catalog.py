@@ -51,11 +51,14 @@ _TABLES: dict[str, dict[str, Callable[..., Any]]] = {
         "random_blocks": masks.random_blocks,
     },
 }
+# Tables whose entries need flax or tensorflow-datasets: imported on first use, so that
+# `import attn` stays jax-only. Their entries are classes and specs, returned as they are.
+_LAZY_TABLES = {"dataset": "attn.data.catalog:DATASETS", "model": "attn.models:MODELS"}
 # Kinds whose entries are factories: a spec calls them. Others bind arguments with partial.
 _FACTORY_KINDS = frozenset({"mask"})
 _MASK_OPERATORS = {ast.BitAnd: operator.and_, ast.BitOr: operator.or_}
 
-KINDS = tuple(_TABLES)
+KINDS = (*_TABLES, *_LAZY_TABLES)
 
 
 def names(kind: str) -> list[str]:
@@ -64,8 +67,10 @@ def names(kind: str) -> list[str]:
 
 
 def _table(kind: str) -> dict[str, Callable[..., Any]]:
-    if kind not in _TABLES:
+    if kind not in KINDS:
         raise ValueError(f"unknown catalog kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    if kind not in _TABLES:
+        _TABLES[kind] = dict(_import_string(_LAZY_TABLES[kind]))
     return _TABLES[kind]
 
 
@@ -108,6 +113,12 @@ def _build(kind: str, node: ast.expr, spec: str) -> Any:
     kwargs = {kw.arg: _literal(kw.value, spec) for kw in call.keywords} if call else {}
     if kind in _FACTORY_KINDS:
         return fn(*args, **kwargs)
+    if kind in _LAZY_TABLES:
+        if args or kwargs:
+            raise ValueError(
+                f"{kind} specs take no arguments here; set them in the config: {spec!r}"
+            )
+        return fn
     return functools.partial(fn, *args, **kwargs) if (args or kwargs) else fn
 
 

@@ -66,6 +66,16 @@ def test_bad_specs_raise_a_clear_error(kind, spec, message):
         catalog.get(kind, spec)
 
 
+def test_datasets_and_models_load_lazily():
+    assert "reverse" in catalog.names("dataset") and "tiny_shakespeare" in catalog.names("dataset")
+    assert catalog.names("model") == [
+        "decoder_lm",
+        "encoder_classifier",
+        "encoder_decoder",
+        "rnn_seq2seq",
+    ]
+
+
 def test_names_lists_every_entry():
     assert catalog.names("weighting") == [
         "entmax15",

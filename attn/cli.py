@@ -1,0 +1,143 @@
+"""The ``attn`` command: run experiments, evaluate and plot checkpoints, benchmark kernels.
+
+attn run experiments/dates.py[:smoke] --workdir workdirs/dates [--config.KEY=VALUE ...]
+attn eval --workdir workdirs/dates [--split test] [--checkpoint best]
+attn plot --workdir workdirs/dates [--text "3rd of March 2021"] [--examples 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+CONFIG_PREFIX = "--config."
+
+
+def _split_overrides(extra: list[str]) -> list[tuple[str, str]]:
+    """``--config.a.b=value`` or ``--config.a.b value`` pairs from the unparsed arguments."""
+    pairs, index = [], 0
+    while index < len(extra):
+        argument = extra[index]
+        if not argument.startswith(CONFIG_PREFIX):
+            raise ValueError(
+                f"unrecognized argument {argument!r} "
+                "(overrides look like --config.train.num_steps=100)"
+            )
+        key, has_value, value = argument[len(CONFIG_PREFIX) :].partition("=")
+        if not has_value:
+            if index + 1 >= len(extra):
+                raise ValueError(f"{argument} needs a value")
+            value, index = extra[index + 1], index + 1
+        pairs.append((key, value))
+        index += 1
+    return pairs
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="train an experiment config (resumes if the workdir has checkpoints)",
+        description="Train CONFIG (a file in experiments/, optionally FILE.py:ARG such as "
+        ":smoke) in WORKDIR. Override any config key with --config.SECTION.KEY=VALUE; "
+        "unknown keys and component names fail before anything compiles. Running again in the "
+        "same workdir resumes from its latest checkpoint.",
+    )
+    run.add_argument(
+        "config", help="experiment file, e.g. experiments/dates.py or experiments/dates.py:smoke"
+    )
+    run.add_argument(
+        "--workdir",
+        required=True,
+        help="where config.json, metrics.jsonl, checkpoints/ and plots/ go",
+    )
+
+    for name, text in (
+        ("eval", "metrics of a checkpoint on a split"),
+        ("plot", "attention maps of a checkpoint"),
+    ):
+        command = commands.add_parser(
+            name,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]} (config read from WORKDIR/config.json).",
+        )
+        command.add_argument("--workdir", required=True, help="a workdir written by `attn run`")
+        command.add_argument(
+            "--checkpoint",
+            choices=("best", "latest"),
+            default="best",
+            help="which checkpoint (default: best)",
+        )
+        command.add_argument("--split", default="test", help="dataset split (default: test)")
+    plot = commands.choices["plot"]
+    plot.add_argument(
+        "--text",
+        action="append",
+        help="input text to plot (repeatable); default: sampled examples of --split",
+    )
+    plot.add_argument(
+        "--examples", type=int, default=2, help="how many split examples to plot without --text"
+    )
+    return parser
+
+
+def _load_workdir(workdir: str, checkpoint: str):
+    from attn.train import Experiment
+    from attn.train.config import from_json
+
+    config_path = Path(workdir) / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{workdir} has no config.json; train it first with `attn run`")
+    experiment = Experiment(from_json(config_path), workdir)
+    step = experiment.restore(checkpoint)
+    return experiment, step
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.command == "run":
+            from attn.train import load_config, train_and_evaluate
+            from attn.train.config import apply_override
+
+            config = load_config(args.config)
+            for key, value in _split_overrides(extra):
+                apply_override(config, key, value)
+            train_and_evaluate(config, args.workdir)
+            return 0
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        experiment, step = _load_workdir(args.workdir, args.checkpoint)
+        if args.command == "eval":
+            metrics = experiment.evaluate(args.split)
+            print(
+                f"{args.checkpoint} checkpoint (step {step}) on {args.split}: "
+                + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            )
+        else:
+            paths = _plot(experiment, args)
+            print("\n".join(str(p) for p in paths))
+        experiment.close()
+        return 0
+    except ValueError as error:
+        print(f"attn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _plot(experiment, args) -> list[Path]:
+    if not args.text:
+        experiment.config.train.unlock()
+        experiment.config.train.plot_examples = args.examples
+        return experiment.plot(args.split, tag="_cli")
+    batch = experiment.task.encode_inputs(args.text)
+    return experiment.plot_batch(batch, tag="_text")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

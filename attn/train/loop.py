@@ -1,0 +1,298 @@
+"""``train_and_evaluate``: the optax training loop with orbax checkpoints, logs and plots.
+
+Everything a step does is a pure function of ``(state, step)``: the batch is
+``task.train_batch(step)`` and the dropout key is ``fold_in(seed, step)``, so a run killed at
+any moment and resumed from its last checkpoint ends with exactly the parameters of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
+
+from attn import data, models
+from attn.train import config as config_lib
+from attn.train import metrics as metrics_lib
+from attn.train.checkpoints import Checkpoints
+from attn.train.optim import build_optimizer
+from attn.train.plots import plot_attention, plot_curves
+from attn.train.writer import MetricWriter, read_metrics
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
+
+
+class Experiment:
+    """The parts of a run that training, evaluation and plotting share."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+        config_lib.validate(config)
+        self.config = config
+        self.workdir = Path(workdir)
+        self.task = data.get_task(config.data)
+        # Auto axes: the batch is split over "data" and XLA propagates the rest (parameters
+        # replicated), with no per-op sharding annotations needed in the models.
+        self.mesh = jax.make_mesh(
+            (jax.local_device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
+        )
+        if config.data.batch_size % jax.local_device_count():
+            raise ValueError(
+                f"data.batch_size={config.data.batch_size} must be divisible by the "
+                f"{jax.local_device_count()} local devices"
+            )
+        seed = config.train.seed
+        model = models.build_model(
+            config.model, self.task, rngs=nnx.Rngs(params=seed, dropout=seed + 1)
+        )
+        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
+        self.tx, self.learning_rate = build_optimizer(config.optim)
+        self.base_rng = jax.random.key(seed + 2)
+        replicated = NamedSharding(self.mesh, P())
+        self.state = jax.device_put(
+            {"params": params, "opt_state": self.tx.init(params), "step": jnp.int32(0)}, replicated
+        )
+        self.checkpoints = Checkpoints(
+            self.workdir,
+            max_to_keep=config.train.max_to_keep,
+            best_metric=config.train.best_metric,
+            best_mode=config.train.best_mode,
+        )
+        self._train_step = jax.jit(self._train_step_fn, donate_argnums=0)
+        self._eval_step = jax.jit(self._eval_step_fn)
+
+    # ------------------------------------------------------------------ pure steps
+
+    def model(self, params: Any) -> nnx.Module:
+        return nnx.merge(self.graphdef, params, self.rest)
+
+    def _loss_sums(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array):
+        model = self.model(params)
+        nnx.reseed(model, dropout=rng)
+        logits = model(batch, deterministic=False)
+        losses = optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), batch["targets"]
+        )
+        return jnp.sum(losses * batch["weights"]), jnp.sum(batch["weights"])
+
+    def _train_step_fn(self, state: dict[str, Any], batch: dict[str, jax.Array]):
+        steps = self.config.train.accumulation_steps
+        rng = jax.random.fold_in(self.base_rng, state["step"])
+
+        def accumulate(carry, micro):
+            grads, loss_sum, weight_sum = carry
+            index, micro_batch = micro
+            (micro_loss, micro_weight), micro_grads = jax.value_and_grad(
+                self._loss_sums, has_aux=True
+            )(state["params"], micro_batch, jax.random.fold_in(rng, index))
+            grads = jax.tree.map(jnp.add, grads, micro_grads)
+            return (grads, loss_sum + micro_loss, weight_sum + micro_weight), None
+
+        micro_batches = jax.tree.map(
+            lambda x: x.reshape(steps, x.shape[0] // steps, *x.shape[1:]), batch
+        )
+        zeros = jax.tree.map(jnp.zeros_like, state["params"])
+        (grads, loss_sum, weight_sum), _ = jax.lax.scan(
+            accumulate, (zeros, 0.0, 0.0), (jnp.arange(steps), micro_batches)
+        )
+        # Gradients of summed losses divided by the total weight: the exact mean over the whole
+        # batch however it is split into micro-batches.
+        weight_sum = jnp.maximum(weight_sum, 1e-9)
+        grads = jax.tree.map(lambda g: g / weight_sum, grads)
+        updates, opt_state = self.tx.update(grads, state["opt_state"], state["params"])
+        new_state = {
+            "params": optax.apply_updates(state["params"], updates),
+            "opt_state": opt_state,
+            "step": state["step"] + 1,
+        }
+        return new_state, {"loss": loss_sum / weight_sum, "grad_norm": optax.tree.norm(grads)}
+
+    def _eval_step_fn(self, params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        model = self.model(params)
+        logits = model(batch, deterministic=True)
+        predictions = model.predict(batch)
+        return metrics_lib.metric_sums(logits, predictions, batch["targets"], batch["weights"])
+
+    # ------------------------------------------------------------------ host side
+
+    def shard(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        return jax.device_put(batch, NamedSharding(self.mesh, P("data")))
+
+    def restore(self, which: str = "latest") -> int:
+        """Load the ``latest`` or ``best`` checkpoint into ``self.state``; returns its step."""
+        abstract = jax.tree.map(ocp_abstract, self.state)
+        restored = self.checkpoints.restore(abstract, which=which)
+        if restored is None:
+            if which == "best":
+                raise ValueError(f"no checkpoint in {self.workdir / 'checkpoints'}")
+            return 0
+        step, state = restored
+        self.state = jax.device_put(state, NamedSharding(self.mesh, P()))
+        return step
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for batch in self.task.eval_batches(split, max_batches=self.config.train.eval_batches):
+            sums = self._eval_step(self.state["params"], self.shard(batch))
+            for name, value in sums.items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+        return metrics_lib.finalize(totals)
+
+    def plot(self, split: str = "test", tag: str = "") -> list[Path]:
+        """Attention maps of the first ``train.plot_examples`` examples of ``split``."""
+        batch = next(iter(self.task.eval_batches(split, max_batches=1)))
+        count = min(self.config.train.plot_examples, len(batch["inputs"]))
+        return self.plot_batch({name: value[:count] for name, value in batch.items()}, tag)
+
+    def plot_batch(self, batch: dict[str, np.ndarray], tag: str = "") -> list[Path]:
+        model = self.model(self.state["params"])
+        maps = model.attention_maps({name: jnp.asarray(value) for name, value in batch.items()})
+        paths = []
+        for index in range(len(batch["inputs"])):
+            input_tokens = self.task.tokenizer.token_strings(batch["inputs"][index])
+            target_tokens = self.task.target_tokenizer.token_strings(
+                np.ravel(batch["targets"][index])
+            )
+            for name, weights in maps.items():
+                queries = input_tokens if weights.shape[-2] == len(input_tokens) else target_tokens
+                keys = input_tokens if weights.shape[-1] == len(input_tokens) else target_tokens
+                filename = f"attention_{name.replace('/', '_')}_example{index}{tag}.png"
+                paths.append(
+                    plot_attention(
+                        np.asarray(weights[index]),
+                        queries,
+                        keys,
+                        self.workdir / "plots" / filename,
+                        title=f"{self.task.name}: {name} (example {index})",
+                    )
+                )
+        return paths
+
+    def sample_text(self) -> str:
+        tokenizer = self.task.tokenizer
+        prompt = np.asarray([tokenizer.encode(self.config.train.sample_prompt) or [1]], np.int32)
+        tokens = self.model(self.state["params"]).sample(
+            jnp.asarray(prompt),
+            self.config.train.sample_tokens,
+            jax.random.fold_in(self.base_rng, int(self.state["step"])),
+        )
+        return tokenizer.decode(np.asarray(tokens[0]).tolist())
+
+    def close(self) -> None:
+        self.checkpoints.close()
+
+
+def ocp_abstract(x: Any) -> Any:
+    """Shape/dtype/sharding stand-in for restoring ``x``."""
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+
+
+def _is_due(step: int, every: int, last: int) -> bool:
+    return step == last or (every > 0 and step % every == 0)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); return final metrics.
+
+    The workdir gets ``config.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``
+    (``latest/`` for resuming, ``best/`` by ``train.best_metric``) and ``plots/``.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    experiment = Experiment(config, workdir)
+    config_lib.save_json(config, workdir / "config.json")
+    start = experiment.restore()
+    writer = MetricWriter(workdir, resume_step=start)
+    train = config.train
+    last = train.num_steps
+    final: dict[str, Any] = {}
+    sums: dict[str, float] = {}
+    logged_at, since_log = time.perf_counter(), 0
+    bar = tqdm(total=last, initial=start, desc=f"{workdir.name}", unit="step", dynamic_ncols=True)
+    try:
+        for step in range(start + 1, last + 1):
+            batch = experiment.shard(experiment.task.train_batch(step - 1))
+            experiment.state, step_metrics = experiment._train_step(experiment.state, batch)
+            loss = float(step_metrics["loss"])
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became {loss} at step {step}; stopped. The last good checkpoint "
+                    f"(step {experiment.checkpoints.latest_step()}) is kept in "
+                    f"{workdir / 'checkpoints' / 'latest'}. Lower optim.learning_rate or set "
+                    f"optim.grad_clip_norm."
+                )
+            for name, value in step_metrics.items():
+                sums[name] = sums.get(name, 0.0) + float(value)
+            since_log += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if _is_due(step, train.log_every, last):
+                elapsed = time.perf_counter() - logged_at
+                record = {name: value / since_log for name, value in sums.items()}
+                record["learning_rate"] = experiment.learning_rate(step - 1)
+                record["steps_per_second"] = since_log / max(elapsed, 1e-9)
+                record["examples_per_second"] = record["steps_per_second"] * config.data.batch_size
+                writer.write(step, "train", record)
+                final["train"] = record
+                sums, since_log, logged_at = {}, 0, time.perf_counter()
+            if _is_due(step, train.eval_every, last):
+                evaluation = experiment.evaluate("test")
+                if train.sample_tokens:
+                    evaluation["sample"] = experiment.sample_text()
+                    tqdm.write(f"step {step} sample: {evaluation['sample']!r}")
+                writer.write(step, "eval", evaluation)
+                final["eval"] = evaluation
+                experiment.checkpoints.save_if_best(
+                    step, experiment.state, {train.best_metric: evaluation[train.best_metric]}
+                )
+                experiment.plot("test")
+                plot_curves(read_metrics(workdir), workdir / "plots" / "curves.png")
+                tqdm.write(
+                    f"step {step}: eval loss {evaluation['loss']:.4f} accuracy "
+                    f"{evaluation['accuracy']:.4f} sequence_accuracy "
+                    f"{evaluation['sequence_accuracy']:.4f}"
+                )
+            if _is_due(step, train.checkpoint_every, last):
+                experiment.checkpoints.save(step, experiment.state)
+    finally:
+        bar.close()
+        writer.close()
+        experiment.close()
+    if "eval" not in final and start >= last:
+        final["eval"] = next(
+            (r for r in reversed(read_metrics(workdir)) if r["split"] == "eval"), {}
+        )
+    best = _best_record(read_metrics(workdir), train.best_metric, train.best_mode)
+    final["best"] = best
+    print(
+        f"done: {workdir} | best eval {train.best_metric} = "
+        f"{best.get(train.best_metric, float('nan')):.4f} at step {best.get('step')} | "
+        f"final eval {_short(final.get('eval', {}))}",
+        flush=True,
+    )
+    return final
+
+
+def _best_record(records: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any]:
+    scored = [r for r in records if r["split"] == "eval" and metric in r]
+    if not scored:
+        return {}
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda r: r[metric])
+
+
+def _short(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))

@@ -1,0 +1,263 @@
+"""The training loop end to end: smoke runs, resume after SIGKILL, data parallelism, gradient
+accumulation, the NaN guard, config errors and the CLI."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import tensorflow_datasets as tfds
+
+from attn import cli
+from attn.train import NonFiniteLossError, load_config, train_and_evaluate
+from attn.train.config import apply_override, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = sorted((ROOT / "experiments").glob("*.py"))
+REVERSE = str(ROOT / "experiments" / "reverse.py")
+CATALOG_DATASETS = {"tiny_shakespeare", "imdb_reviews"}
+
+
+def smoke(path: str = REVERSE, **overrides):
+    config = load_config(f"{path}:smoke")
+    for key, value in overrides.items():
+        apply_override(config, key, str(value))
+    return config
+
+
+def restore_latest(workdir: Path, like: dict | None = None) -> dict:
+    """The latest checkpoint, read with orbax; ``like`` (a restored tree) gives the target, so
+    a checkpoint written by several devices restores onto this process's one device."""
+    manager = ocp.CheckpointManager(workdir.absolute() / "checkpoints" / "latest")
+    args = None
+    if like is not None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), like
+        )
+        args = ocp.args.StandardRestore(target)
+    restored = manager.restore(manager.latest_step(), args=args)
+    manager.close()
+    return restored
+
+
+def params_of(workdir: Path, like: dict | None = None) -> dict:
+    """The latest checkpoint's parameters as a flat {path: array} dict."""
+    leaves = jax.tree_util.tree_leaves_with_path(restore_latest(workdir, like)["params"])
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_smoke_variant_trains_and_evaluates(path, tmp_path):
+    config = load_config(f"{path}:smoke")
+    # Catalog datasets cannot be downloaded here: run their real loader on TFDS mock records.
+    catalog_dataset = config.data.name in CATALOG_DATASETS
+    with tfds.testing.mock_data(num_examples=4) if catalog_dataset else contextlib.nullcontext():
+        final = train_and_evaluate(config, tmp_path)
+    assert np.isfinite(final["eval"]["loss"])
+    assert 0.0 <= final["eval"]["accuracy"] <= 1.0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} == {"train", "eval"}
+    assert all(np.isfinite(r["loss"]) for r in records)
+    train_record = next(r for r in records if r["split"] == "train")
+    assert {"learning_rate", "steps_per_second", "grad_norm"} <= set(train_record)
+    assert json.loads((tmp_path / "config.json").read_text())["data"]["name"]
+    assert list((tmp_path / "plots").glob("attention_*.png"))
+    assert (tmp_path / "plots" / "curves.png").stat().st_size > 1000
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert (tmp_path / "checkpoints" / "latest").is_dir() and (
+        tmp_path / "checkpoints" / "best"
+    ).is_dir()
+
+
+def checkpoint_steps(directory: Path) -> list[int]:
+    """Finished checkpoints only (orbax writes into '<step>.orbax-checkpoint-tmp' first)."""
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def run_command(workdir: Path, *overrides: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "attn",
+        "run",
+        f"{REVERSE}:smoke",
+        "--workdir",
+        str(workdir),
+        *overrides,
+    ]
+
+
+def test_killed_run_resumes_to_identical_parameters(tmp_path):
+    """SIGKILL a real training process mid-run, resume it, and compare with an uninterrupted run."""
+    overrides = ["--config.train.num_steps=60", "--config.train.checkpoint_every=3"]
+    environment = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    uninterrupted = tmp_path / "uninterrupted"
+    subprocess.run(
+        run_command(uninterrupted, *overrides), check=True, env=environment, capture_output=True
+    )
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        run_command(killed, *overrides),
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    latest = killed / "checkpoints" / "latest"
+    # Kill once a few checkpoints exist, i.e. in the middle of training.
+    while time.monotonic() < deadline and process.poll() is None:
+        steps = checkpoint_steps(latest)
+        if steps and max(steps) >= 9:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "training ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    steps_at_kill = checkpoint_steps(latest)
+    assert steps_at_kill and max(steps_at_kill) < 60
+
+    subprocess.run(
+        run_command(killed, *overrides), check=True, env=environment, capture_output=True
+    )
+    want, got = params_of(uninterrupted), params_of(killed)
+    assert want.keys() == got.keys()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    # The resumed log reads as one run: every train step logged once.
+    steps = [
+        r["step"]
+        for r in map(json.loads, (killed / "metrics.jsonl").read_text().splitlines())
+        if r["split"] == "train"
+    ]
+    assert steps == sorted(set(steps))
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+    one = train_and_evaluate(smoke(**{"train.num_steps": 3}), tmp_path / "one")
+    two = train_and_evaluate(
+        smoke(**{"train.num_steps": 3, "train.accumulation_steps": 2}), tmp_path / "two"
+    )
+    want, got = params_of(tmp_path / "one"), params_of(tmp_path / "two")
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=2e-4, atol=2e-5, err_msg=name)
+    assert abs(one["train"]["loss"] - two["train"]["loss"]) < 1e-4
+
+
+def test_data_parallel_over_fake_devices_matches_one_device(tmp_path):
+    """Four fake CPU devices (a fresh process: the device count is fixed when JAX starts)."""
+    overrides = ["--config.train.num_steps=4", "--config.data.batch_size=8"]
+    environment = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    subprocess.run(
+        run_command(tmp_path / "one", *overrides), check=True, env=environment, capture_output=True
+    )
+    environment["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    on_four_devices = (
+        "import sys, jax; from attn import cli; "
+        "assert jax.local_device_count() == 4, jax.local_device_count(); "
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
+    four = run_command(tmp_path / "four", *overrides)[3:]  # the arguments after "-m attn"
+    result = subprocess.run(
+        [sys.executable, "-c", on_four_devices, *four],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    want = params_of(tmp_path / "one")
+    got = params_of(tmp_path / "four", like=restore_latest(tmp_path / "one"))
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = smoke(
+        **{
+            "optim.learning_rate": 1e12,
+            "optim.grad_clip_norm": 0.0,
+            "train.num_steps": 30,
+            "train.checkpoint_every": 1,
+        }
+    )
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        train_and_evaluate(config, tmp_path)
+    params = params_of(tmp_path)
+    assert all(np.isfinite(value).all() for value in params.values())
+
+
+def test_bfloat16_compute_keeps_float32_parameters(tmp_path):
+    final = train_and_evaluate(smoke(**{"model.dtype": "bfloat16", "train.num_steps": 3}), tmp_path)
+    assert np.isfinite(final["eval"]["loss"])
+    assert {value.dtype for value in params_of(tmp_path).values()} == {np.dtype(np.float32)}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("optim.lerning_rate", "0.1", "did you mean 'optim.learning_rate'"),
+        ("modle.name", "x", "did you mean 'model'"),
+        ("train.num_steps", "'many'", "num_steps"),
+    ],
+)
+def test_bad_override_fails_with_a_clear_message(key, value, message):
+    config = smoke()
+    with pytest.raises(ValueError, match=message):
+        apply_override(config, key, value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("model.weighting", "softmaxx", "valid weighting names"),
+        ("model.score", "dott", "valid score names"),
+        ("model.mask", "causel()", "valid mask names"),
+        ("model.name", "transformr", "model"),
+        ("data.name", "reverso", "reverso"),
+        ("optim.name", "adamm", "not an optax optimizer"),
+        ("optim.schedule", "cosine", "not an optax schedule"),
+    ],
+)
+def test_unknown_component_names_fail_before_building(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        validate(smoke(**{key: value}))
+
+
+def test_cli_help_and_errors(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "attn run" in capsys.readouterr().out
+    for command in ("run", "eval", "plot"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        assert "--workdir" in capsys.readouterr().out
+    assert (
+        cli.main(
+            ["run", f"{REVERSE}:smoke", "--workdir", "unused", "--config.optim.lerning_rate=1"]
+        )
+        == 2
+    )
+    assert "did you mean 'optim.learning_rate'" in capsys.readouterr().err
+
+
+def test_cli_eval_and_plot_read_a_trained_workdir(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert cli.main(["run", f"{REVERSE}:smoke", "--workdir", str(workdir)]) == 0
+    assert "done:" in capsys.readouterr().out
+    assert cli.main(["eval", "--workdir", str(workdir)]) == 0
+    assert "sequence_accuracy" in capsys.readouterr().out
+    assert cli.main(["plot", "--workdir", str(workdir), "--examples", "1"]) == 0
+    paths = [Path(line) for line in capsys.readouterr().out.split()]
+    assert paths and all(path.is_file() and path.suffix == ".png" for path in paths)
