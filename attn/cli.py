@@ -135,8 +135,23 @@ def _plot(experiment, args) -> list[Path]:
         experiment.config.train.unlock()
         experiment.config.train.plot_examples = args.examples
         return experiment.plot(args.split, tag="_cli")
-    batch = experiment.task.encode_inputs(args.text)
-    return experiment.plot_batch(batch, tag="_text")
+    return experiment.plot_batch(_text_batch(experiment.task, args.text), tag="_text")
+
+
+def _text_batch(task, texts: list[str]) -> dict:
+    """A batch of the task's format from raw input texts (targets empty: models predict them)."""
+    import numpy as np
+
+    from attn.data.task import pad_to
+
+    inputs = np.stack(
+        [pad_to(task.tokenizer.encode(t), task.input_length, truncate=True) for t in texts]
+    )
+    target_shape = {"classify": (), "seq2seq": (task.target_length,)}.get(
+        task.kind, (task.input_length,)
+    )
+    targets = np.zeros((len(texts), *target_shape), np.int32)
+    return {"inputs": inputs, "targets": targets, "weights": np.zeros(targets.shape, np.float32)}
 
 
 if __name__ == "__main__":

@@ -254,10 +254,15 @@ def test_cli_help_and_errors(capsys):
 
 def test_cli_eval_and_plot_read_a_trained_workdir(tmp_path, capsys):
     workdir = tmp_path / "run"
-    assert cli.main(["run", f"{REVERSE}:smoke", "--workdir", str(workdir)]) == 0
+    dates = str(ROOT / "experiments" / "dates.py")
+    assert cli.main(["run", f"{dates}:smoke", "--workdir", str(workdir)]) == 0
     assert "done:" in capsys.readouterr().out
     assert cli.main(["eval", "--workdir", str(workdir)]) == 0
     assert "sequence_accuracy" in capsys.readouterr().out
     assert cli.main(["plot", "--workdir", str(workdir), "--examples", "1"]) == 0
     paths = [Path(line) for line in capsys.readouterr().out.split()]
     assert paths and all(path.is_file() and path.suffix == ".png" for path in paths)
+    text = ["3rd of March 2021", "03/03/21"]
+    assert cli.main(["plot", "--workdir", str(workdir), "--text", text[0], "--text", text[1]]) == 0
+    paths = [Path(line) for line in capsys.readouterr().out.split()]
+    assert len(paths) == 2 and all("_text" in path.name and path.is_file() for path in paths)
