@@ -13,7 +13,7 @@ Expected: >= 99% exact match (sequence_accuracy) on held-out dates; a few minute
 cores (measured numbers in BUILD_NOTES.md).
 """
 
-from attn.train.config import base_config
+from attn.train.config import base_config, shorten_for_smoke
 
 
 def get_config(arg: str | None = None):
@@ -36,6 +36,5 @@ def get_config(arg: str | None = None):
     if arg == "smoke":
         config.data.update(batch_size=8, num_train=64, num_validation=16, num_test=16)
         config.model.update(embed_features=8, hidden_features=16)
-        config.optim.schedule_kwargs.update(warmup_steps=2, decay_steps=4)
-        config.train.update(num_steps=4, eval_every=4, checkpoint_every=2, log_every=2)
+        shorten_for_smoke(config)
     return config

@@ -10,7 +10,7 @@ uses 500-2000 tokens; this CPU-sized variant keeps the operators and nesting but
 Expected: clearly above chance (measured numbers in BUILD_NOTES.md).
 """
 
-from attn.train.config import base_config
+from attn.train.config import base_config, shorten_for_smoke
 
 
 def get_config(arg: str | None = None):
@@ -49,6 +49,5 @@ def get_config(arg: str | None = None):
         config.data.update(
             batch_size=8, num_train=64, num_validation=16, num_test=16, max_depth=3, max_length=64
         )
-        config.optim.schedule_kwargs.update(warmup_steps=2, decay_steps=4)
-        config.train.update(num_steps=4, eval_every=4, checkpoint_every=2, log_every=2)
+        shorten_for_smoke(config)
     return config

@@ -10,7 +10,7 @@ deep learning JAX tutorial 6).
 Expected: 100% sequence accuracy on the test split.
 """
 
-from attn.train.config import base_config
+from attn.train.config import base_config, shorten_for_smoke
 
 
 def get_config(arg: str | None = None):
@@ -38,6 +38,5 @@ def get_config(arg: str | None = None):
     config.train.update(num_steps=1500, eval_every=500, checkpoint_every=500, log_every=100)
     if arg == "smoke":
         config.data.update(batch_size=8, num_train=64, num_test=16)
-        config.optim.schedule_kwargs.update(warmup_steps=2, decay_steps=6)
-        config.train.update(num_steps=6, eval_every=6, checkpoint_every=3, log_every=2)
+        shorten_for_smoke(config, num_steps=6)
     return config

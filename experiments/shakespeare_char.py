@@ -11,7 +11,7 @@ variant runs on mock data in the tests.
 Expected: eval loss about 1.9 after 2000 steps (not measured here: no download on this machine).
 """
 
-from attn.train.config import base_config
+from attn.train.config import base_config, shorten_for_smoke
 
 
 def get_config(arg: str | None = None):
@@ -52,13 +52,6 @@ def get_config(arg: str | None = None):
     if arg == "smoke":
         config.data.update(batch_size=4, seq_len=16)
         config.model.update(num_layers=1, features=32, mlp_features=64)
-        config.optim.schedule_kwargs.update(warmup_steps=2, decay_steps=4)
-        config.train.update(
-            num_steps=4,
-            eval_every=4,
-            checkpoint_every=2,
-            log_every=2,
-            eval_batches=2,
-            sample_tokens=8,
-        )
+        shorten_for_smoke(config)
+        config.train.update(eval_batches=2, sample_tokens=8)
     return config

@@ -69,6 +69,19 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
+def shorten_for_smoke(config: ml_collections.ConfigDict, num_steps: int = 4) -> None:
+    """A ``:smoke`` variant's loop: ``num_steps`` steps, one evaluation at the end, a checkpoint
+    half way, and the warm-up/decay schedule squeezed into those steps."""
+    if "warmup_steps" in config.optim.schedule_kwargs:
+        config.optim.schedule_kwargs.update(warmup_steps=2, decay_steps=num_steps)
+    config.train.update(
+        num_steps=num_steps,
+        eval_every=num_steps,
+        checkpoint_every=max(1, num_steps // 2),
+        log_every=2,
+    )
+
+
 def load_config(spec: str) -> ml_collections.ConfigDict:
     """``path/to/file.py[:arg]`` -> ``get_config(arg)`` of that file, locked against new keys."""
     path_text, _, arg = spec.partition(":")
