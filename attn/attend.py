@@ -11,10 +11,11 @@ import jax.numpy as jnp
 
 from attn import catalog, masks, scores
 from attn import weighting as weightings  # the module; `weighting` is attend's argument
+from attn.kernels import dense, dispatch, jax_nn, plan, rules
+from attn.kernels.dispatch import IMPLEMENTATIONS
+from attn.kernels.request import Request
 
 __all__ = ["attend", "check_bias"]
-
-IMPLEMENTATIONS = ("auto", "dense")
 
 
 def check_bias(bias: jax.Array, shape: tuple[int, int, int, int]) -> jax.Array:
@@ -54,11 +55,81 @@ def _log_normalizer_for(weighting_fn: Callable[..., jax.Array]) -> Callable[...,
     )
 
 
-def _dropout(weights: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
-    if rng is None:
-        raise ValueError(f"dropout_rate={rate} needs an rng (a jax.random key)")
+def _dropout(weights: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
     keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
     return jnp.where(keep, weights / (1.0 - rate), 0.0)
+
+
+def _mask_object(mask: masks.Mask | jax.Array | None, shape: tuple[int, ...]) -> masks.Mask | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, masks.Mask):
+        masks.as_array(mask, shape)  # an array mask must broadcast: say so now, whatever runs
+    return masks.as_mask(mask)
+
+
+def _bias(bias: Any, shape: tuple[int, int, int, int]) -> Any:
+    """A validated bias array, or an elementwise rule as given."""
+    if bias is None or callable(bias):
+        return bias
+    return check_bias(bias, shape)
+
+
+def _dense(request: Request) -> jax.Array | tuple[jax.Array, ...]:
+    """The composition itself, with the full ``[B, N, T, S]`` logits and weights.
+
+    Recognised scores and softmax weightings use the same math laid out for speed
+    (:mod:`attn.kernels.dense`); anything else calls the components as given.
+    """
+    shape = request.shape
+    folded = plan.fold_score(request.score, request.q, request.k)
+    if folded is not None:
+        logits_bnts = dense.logits(*folded)
+    else:
+        logits_bnts = request.score(request.q, request.k)
+        if logits_bnts.shape != shape:
+            raise ValueError(
+                f"score {request.score!r} returned {logits_bnts.shape}, expected {shape}"
+            )
+    bias_bnts = request.bias
+    if request.bias_is_rule:
+        bias_bnts = rules.dense_values(request.bias, shape)
+    if bias_bnts is not None:
+        logits_bnts = logits_bnts + bias_bnts
+    mask_bnts = masks.as_array(request.mask, shape)
+
+    recognized = plan.recognize_weighting(request.weighting)
+    if recognized is not None and recognized.kind == "softmax":
+        # A -inf logit counts as masked (as in attn.weighting). Recognised scores are finite,
+        # so only a bias or a user's score can make one; test those, not the logits, when we
+        # can (a test on the logits doubles the backward pass's time on XLA:CPU).
+        visible = mask_bnts
+        source = logits_bnts if folded is None else bias_bnts
+        if source is not None:
+            finite = source != -jnp.inf
+            visible = finite if visible is None else visible & finite
+        sink = None
+        if recognized.param is not None:
+            sink = plan.row_param(recognized.param, shape, "softmax_with_sink: sink_logit")
+        weights_bnts = dense.softmax(
+            logits_bnts,
+            visible,
+            inverse_temperature=plan.inverse_temperature(recognized.temperature, shape),
+            sink=sink,
+        )
+    else:
+        weights_bnts = request.weighting(logits_bnts, mask_bnts)
+    returned_weights = weights_bnts
+    if request.dropout_rate > 0.0:
+        weights_bnts = _dropout(weights_bnts, request.dropout_rate, request.rng)
+    out = dense.weighted_sum(weights_bnts, request.v)
+
+    extras: list[Any] = []
+    if request.return_weights:
+        extras.append(returned_weights)
+    if request.return_lse:
+        extras.append(_log_normalizer_for(request.weighting)(logits_bnts, mask_bnts))
+    return (out, *extras) if extras else out
 
 
 def attend(
@@ -68,7 +139,7 @@ def attend(
     *,
     score: Callable[..., jax.Array] | str = scores.scaled_dot,
     mask: masks.Mask | jax.Array | None = None,
-    bias: jax.Array | None = None,
+    bias: jax.Array | Callable[..., jax.Array] | None = None,
     weighting: Callable[..., jax.Array] | str = weightings.softmax,
     dropout_rate: float = 0.0,
     rng: jax.Array | None = None,
@@ -85,11 +156,18 @@ def attend(
       score: ``(q, k) -> logits [B, N, T, S]`` or a catalog name (``"cosine(temperature=0.05)"``).
       mask: a :class:`attn.masks.Mask` or boolean array broadcastable to ``[B, N, T, S]``;
         ``True`` = may attend.
-      bias: float array broadcastable to ``[B, N, T, S]`` added to the logits (ALiBi, T5).
+      bias: added to the logits (ALiBi, T5): a float array broadcastable to ``[B, N, T, S]``, or
+        an elementwise rule ``(b, h, q_idx, kv_idx) -> float`` such as
+        :func:`attn.positional.alibi_rule`, which fast implementations evaluate per tile.
       weighting: ``(logits, mask) -> weights`` or a catalog name.
       dropout_rate: probability of dropping each weight (needs ``rng``).
       rng: random key for dropout.
-      implementation: ``"auto"`` or ``"dense"``.
+      implementation: ``"dense"`` (the composition, ``[B, N, T, S]`` in memory), ``"chunked"``
+        (:func:`attn.kernels.chunked_attention`: O(T + S) memory, skips masked tiles),
+        ``"cudnn"`` (``jax.nn.dot_product_attention`` on GPU), ``"pallas"``
+        (:func:`attn.kernels.pallas_attention`; interpreted off GPU) or ``"auto"`` (picks by
+        backend, shape and features). A combination an implementation cannot honour raises
+        ``ValueError`` naming it.
       return_weights: also return the weights ``[B, N, T, S]`` (float32; for plots).
       return_lse: also return the log-sum-exp of each row's logits ``[B, N, T]`` (softmax-type
         weightings only; ``-inf`` for fully masked rows).
@@ -102,37 +180,35 @@ def attend(
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+    if dropout_rate > 0.0 and rng is None:
+        raise ValueError(f"dropout_rate={dropout_rate} needs an rng (a jax.random key)")
     score_fn = catalog.get("score", score) if isinstance(score, str) else score
     weighting_fn = catalog.get("weighting", weighting) if isinstance(weighting, str) else weighting
+    if return_lse:
+        _log_normalizer_for(weighting_fn)  # raises for weightings without a log-sum-exp
 
-    B, T, N, _, S, K = scores.check_qk(q, k, same_features=False)
+    B, T, N, _, S, _ = scores.check_qk(q, k, same_features=False)
     _check_v(v, k)
     shape = (B, N, T, S)
-    logits_bnts = score_fn(q, k)
-    if logits_bnts.shape != shape:
-        raise ValueError(f"score {score_fn!r} returned {logits_bnts.shape}, expected {shape}")
-    if bias is not None:
-        logits_bnts = logits_bnts + check_bias(bias, shape)
-    mask_bnts = masks.as_array(mask, shape)
-
-    weights_bnts = weighting_fn(logits_bnts, mask_bnts)
-    returned_weights = weights_bnts
-    if dropout_rate > 0.0:
-        weights_bnts = _dropout(weights_bnts, dropout_rate, rng)
-
-    dtype = scores.accumulation_dtype(weights_bnts, v)
-    Hv = v.shape[-1]
-    out_btkgh = jnp.einsum(
-        "bkgts,bskh->btkgh",
-        weights_bnts.reshape(B, K, N // K, T, S).astype(dtype),
-        v,
-        preferred_element_type=dtype,
+    request = Request(
+        q=q,
+        k=k,
+        v=v,
+        score=score_fn,
+        weighting=weighting_fn,
+        mask=_mask_object(mask, shape),
+        bias=_bias(bias, shape),
+        dropout_rate=dropout_rate,
+        rng=rng,
+        return_weights=return_weights,
+        return_lse=return_lse,
     )
-    out = out_btkgh.reshape(B, T, N, Hv).astype(v.dtype)
-
-    extras: list[Any] = []
-    if return_weights:
-        extras.append(returned_weights)
-    if return_lse:
-        extras.append(_log_normalizer_for(weighting_fn)(logits_bnts, mask_bnts))
-    return (out, *extras) if extras else out
+    chosen = dispatch.choose(request) if implementation == "auto" else implementation
+    reason = dispatch.unsupported(chosen, request)
+    if reason is not None:
+        raise ValueError(f"implementation={chosen!r} cannot {reason}")
+    if chosen in ("chunked", "pallas"):
+        return dispatch.run_tiled(chosen, request)
+    if chosen == "cudnn":
+        return jax_nn.attention(request, implementation="cudnn")
+    return _dense(request)

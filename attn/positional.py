@@ -5,6 +5,8 @@
 * :func:`alibi_slopes`, :func:`alibi_bias` -- linear distance biases (Press et al. 2022).
 * :func:`t5_relative_position_bucket`, :func:`t5_relative_bias` -- bucketed learned relative
   biases (Raffel et al. 2020).
+* :func:`alibi_rule`, :func:`t5_relative_rule` -- the same biases as elementwise rules
+  ``(b, h, q_idx, kv_idx) -> float``, evaluated per tile by chunked kernels.
 
 Biases are returned as ``[1, N, T, S]`` (or ``[B, N, T, S]`` for per-example query offsets), to be
 passed as ``bias=`` to :func:`attn.attend`, which adds them to the logits before masking.
@@ -13,6 +15,7 @@ Everything here is a pure function of arrays; learned tables and slopes belong t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any
@@ -24,12 +27,16 @@ import numpy as np
 Array = Any  # jax.Array, np.ndarray or anything jnp.asarray accepts.
 
 __all__ = [
+    "AlibiRule",
+    "T5RelativeRule",
     "alibi_bias",
+    "alibi_rule",
     "alibi_slopes",
     "rope",
     "sinusoidal",
     "t5_relative_bias",
     "t5_relative_position_bucket",
+    "t5_relative_rule",
 ]
 
 
@@ -402,3 +409,91 @@ def _t5_bias(
     buckets_bts = _t5_bucket(relative_bts, bidirectional, table.shape[0], max_distance)
     values_btsn = jnp.take(table, buckets_bts, axis=0)
     return jnp.transpose(values_btsn, (0, 3, 1, 2))
+
+
+# ----------------------------------------------------------------------------- elementwise rules
+# The same biases as elementwise rules ``rule(b, h, q_idx, kv_idx) -> float``, so that a chunked
+# kernel computes them per tile instead of reading an O(T * S) array. They are pytrees: learned
+# slopes and tables are leaves and receive gradients through any implementation of attend.
+
+
+def _offset_for(q_offset: jax.Array, b: Array) -> jax.Array:
+    """``q_offset[b]`` for per-example offsets ``[B]``; a scalar offset applies to every example."""
+    return q_offset[b] if q_offset.ndim == 1 else q_offset
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["slopes", "q_offset"], meta_fields=[]
+)
+@dataclasses.dataclass(frozen=True)
+class AlibiRule:
+    """``rule(b, h, i, j) = -slopes[h] * |i + q_offset[b] - j|`` (see :func:`alibi_rule`)."""
+
+    slopes: jax.Array  # [N] float32
+    q_offset: jax.Array  # int32 scalar or [B]
+
+    def __call__(self, b: Array, h: Array, q_idx: Array, kv_idx: Array) -> jax.Array:
+        position = jnp.asarray(q_idx, jnp.int32) + _offset_for(self.q_offset, b)
+        # Distances in int32 first, as in alibi_bias, so both give bit-identical values.
+        distance = jnp.abs(position - jnp.asarray(kv_idx, jnp.int32)).astype(jnp.float32)
+        return -self.slopes[h] * distance
+
+
+def alibi_rule(num_heads_or_slopes: int | Array, *, q_offset: int | Array = 0) -> AlibiRule:
+    """ALiBi as an elementwise bias rule, equal to :func:`alibi_bias` entry by entry.
+
+    Pass it as ``bias=`` to :func:`attn.attend`: the dense implementation evaluates it over the
+    whole ``[B, N, T, S]`` grid, the chunked kernel per tile. Arguments as in
+    :func:`alibi_bias`; learned ``[N]`` slopes receive gradients.
+    """
+    if _is_int(num_heads_or_slopes):
+        slopes = alibi_slopes(num_heads_or_slopes)
+    else:
+        slopes = jnp.asarray(num_heads_or_slopes)
+        if slopes.ndim != 1 or not jnp.issubdtype(slopes.dtype, jnp.floating):
+            raise ValueError(
+                "num_heads_or_slopes must be an int or a float [N] slopes array, got "
+                f"{getattr(slopes, 'dtype', '')}{list(getattr(slopes, 'shape', ()))}"
+            )
+    return AlibiRule(slopes, _check_q_offset(q_offset))
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["table", "q_offset"],
+    meta_fields=["bidirectional", "max_distance"],
+)
+@dataclasses.dataclass(frozen=True)
+class T5RelativeRule:
+    """``rule(b, h, i, j) = table[bucket(j - (i + q_offset[b])), h]`` (see
+    :func:`t5_relative_rule`)."""
+
+    table: jax.Array  # [num_buckets, N]
+    q_offset: jax.Array  # int32 scalar or [B]
+    bidirectional: bool
+    max_distance: int
+
+    def __call__(self, b: Array, h: Array, q_idx: Array, kv_idx: Array) -> jax.Array:
+        position = jnp.asarray(q_idx, jnp.int32) + _offset_for(self.q_offset, b)
+        relative = jnp.asarray(kv_idx, jnp.int32) - position
+        bucket = _t5_bucket(relative, self.bidirectional, self.table.shape[0], self.max_distance)
+        return self.table[bucket, h]
+
+
+def t5_relative_rule(
+    table: Array,
+    *,
+    bidirectional: bool = True,
+    max_distance: int = 128,
+    q_offset: int | Array = 0,
+) -> T5RelativeRule:
+    """T5 relative bias as an elementwise rule, equal to :func:`t5_relative_bias` entry by entry.
+
+    ``table`` is ``[num_buckets, N]`` (learned; receives gradients). Pass the rule as ``bias=`` to
+    :func:`attn.attend`; every implementation evaluates it where it needs it.
+    """
+    table = jnp.asarray(table)
+    if table.ndim != 2:
+        raise ValueError(f"table must be [num_buckets, N], got shape {tuple(table.shape)}")
+    _check_t5_args(table.shape[0], max_distance, bidirectional)
+    return T5RelativeRule(table, _check_q_offset(q_offset), bidirectional, max_distance)

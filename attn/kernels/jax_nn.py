@@ -1,0 +1,152 @@
+"""``jax.nn.dot_product_attention`` (cuDNN flash attention on GPU, or XLA) behind attend's API.
+
+Masks are translated to its native arguments where they match exactly (``causal()`` ->
+``is_causal``, ``sliding_window`` -> ``local_window_size``, ``padding`` -> sequence lengths, and
+``&`` of these); any other mask is passed as a dense boolean array. jax.nn averages uniformly
+over a query row that sees no key; attend's policy is output 0, so such rows are zeroed here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from attn import masks, scores
+from attn.kernels import plan, rules
+from attn.kernels.request import Request
+
+__all__ = ["attention", "unsupported"]
+
+_CUDNN_DTYPES = (jnp.float16, jnp.bfloat16)
+
+
+def _scale(request: Request) -> float | None:
+    """The logit scale when score and weighting amount to ``softmax(scale * q . k)``."""
+    base, keywords = plan.unwrap(request.score)
+    recognized = plan.recognize_weighting(request.weighting)
+    if recognized is None or recognized.kind != "softmax" or recognized.param is not None:
+        return None
+    temperature = recognized.temperature
+    if not isinstance(temperature, int | float) or not temperature > 0:
+        return None
+    if base is scores.dot and not keywords:
+        return 1.0 / temperature
+    if base is scores.scaled_dot and set(keywords) <= {"scale"}:
+        scale = keywords.get("scale")
+        if scale is None:
+            scale = 1.0 / math.sqrt(request.q.shape[-1])
+        if isinstance(scale, int | float):
+            return scale / temperature
+    return None
+
+
+def unsupported(request: Request, *, backend: str) -> str | None:
+    """Why jax.nn's cuDNN path cannot run ``request`` (``None`` if it can)."""
+    if backend != "gpu":
+        return f"run on backend {backend!r} (cuDNN needs a GPU)"
+    q, k, v = request.q, request.k, request.v
+    if q.dtype not in _CUDNN_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+        return f"take dtypes q {q.dtype}, k {k.dtype}, v {v.dtype} (needs float16 or bfloat16)"
+    return _unsupported_anywhere(request)
+
+
+def _unsupported_anywhere(request: Request) -> str | None:
+    if request.v.shape[-1] != request.q.shape[-1]:
+        return f"take value head dim {request.v.shape[-1]} != query head dim {request.q.shape[-1]}"
+    if _scale(request) is None:
+        return (
+            f"compute score {plan.describe(request.score)} with weighting "
+            f"{plan.describe(request.weighting)} (needs dot or scaled_dot, a plain softmax and "
+            "Python-number scale and temperature)"
+        )
+    if request.dropout_rate > 0:
+        return "apply dropout"
+    if request.return_weights:
+        return "return weights"
+    return None
+
+
+_Native = tuple[dict[str, Any], jax.Array, jax.Array]
+
+
+def _native(mask: masks.Mask | None, shape: tuple[int, int, int, int]) -> _Native | None:
+    """jax.nn keyword arguments equal to ``mask`` and, per row, the first and last key it may
+    see (``[B', 1, T]`` each; empty when first > last). ``None`` if there is no native form.
+
+    Reads the mask classes of :mod:`attn.masks` (same package): a mask's type is its meaning.
+    """
+    B, _, T, S = shape
+    row = jnp.arange(T, dtype=jnp.int32).reshape(1, 1, T)
+    first, last = jnp.zeros_like(row), jnp.full_like(row, S - 1)
+    if mask is None:
+        return {}, first, last
+    if isinstance(mask, masks._Causal) and mask.offset == 0:
+        return {"is_causal": True}, first, row
+    if isinstance(mask, masks._Window):
+        unbounded = T + S  # wider than any distance
+        left = unbounded if mask.left is None else mask.left
+        right = unbounded if mask.right is None else mask.right
+        return {"local_window_size": (left, right)}, row - left, row + right
+    if isinstance(mask, masks._Padding):
+        kwargs = {}
+        if mask.kv_lengths is not None:
+            kv_lengths = jnp.broadcast_to(jnp.asarray(mask.kv_lengths, jnp.int32), (B,))
+            kwargs["key_value_seq_lengths"] = kv_lengths
+            last = jnp.minimum(last, kv_lengths.reshape(B, 1, 1) - 1)
+        if mask.q_lengths is not None:
+            q_lengths = jnp.broadcast_to(jnp.asarray(mask.q_lengths, jnp.int32), (B,))
+            kwargs["query_seq_lengths"] = q_lengths
+            last = jnp.where(row < q_lengths.reshape(B, 1, 1), last, -1)
+        return kwargs, first, last
+    if isinstance(mask, masks._And):
+        left, right = _native(mask.left, shape), _native(mask.right, shape)
+        if left is None or right is None or set(left[0]) & set(right[0]):
+            return None
+        return (
+            {**left[0], **right[0]},
+            jnp.maximum(left[1], right[1]),
+            jnp.minimum(left[2], right[2]),
+        )
+    return None
+
+
+def attention(request: Request, *, implementation: str = "cudnn") -> Any:
+    """Run ``request`` through ``jax.nn.dot_product_attention(implementation=...)``.
+
+    ``implementation="xla"`` runs the same translation on any backend (the tests use it).
+    Returns ``out`` or ``(out, lse)`` as the request asks.
+    """
+    reason = _unsupported_anywhere(request)
+    if reason is not None:
+        raise ValueError(f"jax.nn.dot_product_attention cannot {reason}")
+    shape = request.shape
+    B, N, T, S = shape
+    native = _native(request.mask, shape)
+    if native is None:  # any other mask: its dense boolean form
+        dense = jnp.broadcast_to(request.mask.dense(shape), shape)
+        kwargs, seen = {"mask": dense}, dense.any(axis=-1)
+    else:
+        kwargs, first, last = native
+        seen = jnp.maximum(first, 0) <= jnp.minimum(last, S - 1)
+    bias = rules.dense_values(request.bias, shape) if request.bias_is_rule else request.bias
+    result = jax.nn.dot_product_attention(
+        request.q,
+        request.k,
+        request.v,
+        bias=bias,
+        scale=_scale(request),
+        implementation=implementation,
+        return_residual=request.return_lse,
+        **kwargs,
+    )
+    out, lse = result if request.return_lse else (result, None)
+    # Rows that see no key: jax.nn averages them, attend outputs 0 and lse -inf.
+    seen_btn = jnp.broadcast_to(seen, (B, N, T)).transpose(0, 2, 1)
+    out = jnp.where(seen_btn[..., None], out, 0).astype(out.dtype)
+    if lse is None:
+        return out
+    lse = jnp.where(seen_btn, lse.astype(jnp.float32), -jnp.inf)
+    return out, lse.transpose(0, 2, 1)

@@ -1,0 +1,122 @@
+"""Linear attention, Performer (FAVOR+) and Linformer against explicit quadratic forms."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attn
+from attn.kernels import (
+    kernel_attention,
+    linear_attention,
+    linformer_project,
+    performer_attention,
+    positive_features,
+    random_features,
+)
+
+B, T, N, K, H = 2, 10, 4, 2, 8
+
+
+def make_qkv(scale=1.0, seed=0, length=T):
+    generator = np.random.default_rng(seed)
+    q = generator.standard_normal((B, length, N, H)).astype(np.float32) * scale
+    k = generator.standard_normal((B, length, K, H)).astype(np.float32) * scale
+    v = generator.standard_normal((B, length, K, H)).astype(np.float32)
+    return q, k, v
+
+
+def quadratic(phi_q, phi_k, v, causal):
+    """Explicit ``[T, S]`` weights ``phi_q . phi_k``, normalised per row."""
+    phi_k, v = np.repeat(phi_k, N // K, axis=2), np.repeat(v, N // K, axis=2)
+    weights = np.einsum("btnf,bsnf->bnts", phi_q, phi_k).astype(np.float64)
+    if causal:
+        weights = np.tril(weights)
+    with np.errstate(invalid="ignore"):  # all-zero rows: NaN here, 0 in the kernel
+        weights = weights / weights.sum(-1, keepdims=True)
+    return np.einsum("bnts,bsnh->btnh", weights, v)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("feature_map", ["elu", "relu"])
+def test_linear_attention_equals_its_quadratic_form(feature_map, causal):
+    q, k, v = make_qkv()
+    phi = {"elu": lambda x: jax.nn.elu(x) + 1, "relu": jax.nn.relu}[feature_map]
+    # Chunks of 4 over 10 positions: full chunks, a short last one, state carried across.
+    got = linear_attention(q, k, v, feature_map=feature_map, causal=causal, chunk=4)
+    want = quadratic(np.asarray(phi(q)), np.asarray(phi(k)), v, causal)
+    if feature_map == "relu":  # rows whose features are all zero output 0
+        want = np.nan_to_num(want)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_chunking_does_not_change_values_or_gradients(quick_jit):
+    def value_and_grads(chunk):
+        def loss(q, k, v):
+            return jnp.sum(linear_attention(q, k, v, causal=True, chunk=chunk) ** 2)
+
+        return quick_jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(*make_qkv())
+
+    small, whole = value_and_grads(3), value_and_grads(T)
+    for a, b in zip(jax.tree.leaves(small), jax.tree.leaves(whole), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_random_features_are_orthogonal_gaussian_rows():
+    projection = np.asarray(random_features(jax.random.key(0), 2 * H + 3, H))
+    assert projection.shape == (2 * H + 3, H)
+    directions = projection[:H] / np.linalg.norm(projection[:H], axis=1, keepdims=True)
+    np.testing.assert_allclose(directions @ directions.T, np.eye(H), atol=1e-5)
+    redrawn = np.asarray(random_features(jax.random.key(1), 2 * H + 3, H))
+    assert not np.allclose(projection, redrawn)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_performer_approximates_softmax_attention(causal):
+    """With many features the estimate is close; the error falls as features grow."""
+    q, k, v = make_qkv(scale=0.5)
+    mask = attn.masks.causal() if causal else None
+    exact = np.asarray(attn.attend(q, k, v, mask=mask, implementation="dense"))
+    errors = []
+    for num_features in (16, 4096):
+        projection = random_features(jax.random.key(2), num_features, H)
+        got = performer_attention(q, k, v, projection, causal=causal)
+        errors.append(float(np.abs(got - exact).mean()))
+    assert errors[1] < 0.03 and errors[1] < errors[0] / 3, errors
+
+
+def test_performer_is_linear_attention_on_its_features():
+    q, k, v = make_qkv()
+    projection = random_features(jax.random.key(3), 32, H)
+    phi_q = positive_features(q, projection, is_query=True)
+    phi_k = positive_features(k, projection, is_query=False)
+    got = performer_attention(q, k, v, projection, causal=True, chunk=4)
+    want = quadratic(np.asarray(phi_q), np.asarray(phi_k), v, causal=True)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        got, kernel_attention(phi_q, phi_k, v, causal=True), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_linformer_with_identity_projection_is_full_attention():
+    q, k, v = make_qkv()
+    identity = np.eye(T, dtype=np.float32)
+    got = attn.attend(q, *linformer_project(k, v, identity), implementation="dense")
+    want = attn.attend(q, k, v, implementation="dense")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    e = np.random.default_rng(4).standard_normal((3, T)).astype(np.float32)
+    k_proj, v_proj = linformer_project(k, v, e, 2 * e)
+    assert k_proj.shape == (B, 3, K, H) and v_proj.shape == (B, 3, K, H)
+    np.testing.assert_allclose(v_proj, 2 * np.einsum("rs,bskh->brkh", e, v), rtol=1e-5)
+
+
+def test_variants_reject_bad_arguments():
+    q, k, v = make_qkv()
+    with pytest.raises(ValueError, match="feature_map must be one of"):
+        linear_attention(q, k, v, feature_map="tanh")
+    with pytest.raises(ValueError, match="needs T == S"):
+        linear_attention(q[:, :3], k, v, causal=True)
+    with pytest.raises(ValueError, match="projection must be"):
+        performer_attention(q, k, v, jnp.zeros((8, H + 1)))
+    with pytest.raises(ValueError, match=r"e must be \[R, S\]"):
+        linformer_project(k, v, jnp.zeros((3, T + 1)))
