@@ -80,10 +80,18 @@ def test_no_score_matrix_in_forward_or_backward():
         assert temp < scores_bytes / 16, (fn, temp)
 
 
-def test_tiles_larger_than_the_sequence_and_odd_lengths():
+def test_tiles_larger_than_the_sequence_and_odd_lengths(quick_jit):
     generator = np.random.default_rng(0)
     q, k, v = (generator.standard_normal((1, n, 2, 4)).astype(np.float32) for n in (5, 7, 7))
-    want = attn.attend(q, k, v, score="dot", mask=masks.causal(2), implementation="dense")
-    for q_tile, kv_tile in [(512, 256), (2, 3), (1, 1)]:
-        got = chunked_attention(q, k, v, mask=masks.causal(2), q_tile=q_tile, kv_tile=kv_tile)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+    def all_tilings(q, k, v):
+        mask = masks.causal(2)
+        want = attn.attend(q, k, v, score="dot", mask=mask, implementation="dense")
+        tilings = [(512, 256), (2, 3), (1, 1)]
+        return want, [
+            chunked_attention(q, k, v, mask=mask, q_tile=a, kv_tile=b) for a, b in tilings
+        ]
+
+    want, got = quick_jit(all_tilings)(q, k, v)
+    for out in got:
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
