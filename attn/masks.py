@@ -91,6 +91,28 @@ def _check_dims(shape: tuple[int, ...], name: str = "shape") -> tuple[int, int, 
     return tuple(int(d) for d in shape)  # type: ignore[return-value]
 
 
+def _is_host(*values: Any) -> bool:
+    """Whether all ``values`` are NumPy or Python (static), not jax arrays (maybe traced)."""
+    return all(isinstance(value, int | np.generic | np.ndarray) for value in values)
+
+
+def _host_or_jax(values: Any) -> Array:
+    """NumPy for host values (static: kernels can skip tiles at trace time), jax otherwise.
+
+    ``jnp.asarray`` would turn NumPy into a traced constant when a mask is built inside ``jit``,
+    and its tile summary with it.
+    """
+    leaves = jax.tree_util.tree_leaves(values) if isinstance(values, list | tuple) else [values]
+    return np.asarray(values) if _is_host(*leaves) else jnp.asarray(values)
+
+
+def _lookup(table: Array, *indices: Array) -> Array:
+    """``table[indices]``: NumPy indexing for host indices (static results), jax indexing for
+    traced ones (a NumPy table cannot be indexed by tracers)."""
+    table = table if _is_host(*indices) else jnp.asarray(table)
+    return table[indices]
+
+
 class Mask(abc.ABC):
     """An elementwise attention mask. Subclasses define :meth:`rule` and, where they can do
     better than evaluating every entry, :meth:`_tile_rule`."""
@@ -171,12 +193,14 @@ class Mask(abc.ABC):
         dense = self.dense(shape)
         nq, nk = -(-T // q_tile), -(-S // kv_tile)
         pad_t, pad_s = nq * q_tile - T, nk * kv_tile - S
-        # Padding: never counts as visible for "any", always counts as visible for "all".
-        dense = jnp.asarray(dense)
+        # NumPy stays NumPy so static masks summarise to constants, even inside jit.
+        xp = np if _is_host(dense) else jnp
         lead = dense.shape[:2]
-        dense = jnp.broadcast_to(dense, (*lead, T, S))
-        vis_any = jnp.pad(dense, ((0, 0), (0, 0), (0, pad_t), (0, pad_s)), constant_values=False)
-        vis_all = jnp.pad(dense, ((0, 0), (0, 0), (0, pad_t), (0, pad_s)), constant_values=True)
+        dense = xp.broadcast_to(dense, (*lead, T, S))
+        # Padding: never counts as visible for "any", always counts as visible for "all".
+        pads = ((0, 0), (0, 0), (0, pad_t), (0, pad_s))
+        vis_any = xp.pad(dense, pads, constant_values=False)
+        vis_all = xp.pad(dense, pads, constant_values=True)
         tiled_shape = (*lead, nq, q_tile, nk, kv_tile)
         any_visible = vis_any.reshape(tiled_shape).any(axis=(3, 5))
         all_visible = vis_all.reshape(tiled_shape).all(axis=(3, 5))
@@ -264,10 +288,10 @@ class _ExampleCausal(Mask):
     offsets: Array  # [B] int
 
     def rule(self, b, h, q_idx, kv_idx):
-        return kv_idx <= q_idx + self.offsets[b]
+        return kv_idx <= q_idx + _lookup(self.offsets, b)
 
     def _tile_rule(self, b, h, q_first, q_last, kv_first, kv_last, shape, tiles):
-        offset = self.offsets[b]
+        offset = _lookup(self.offsets, b)
         return TileSummary(kv_first <= q_last + offset, kv_last <= q_first + offset)
 
 
@@ -397,9 +421,8 @@ def global_tokens(num_global: int) -> Mask:
 
 
 def _index_array(values: Array, where: str, max_ndim: int) -> Array:
-    """NumPy for host values (static: kernels can skip tiles at trace time), jax otherwise."""
-    is_host = isinstance(values, int | np.integer | np.ndarray | list | tuple)
-    values = np.asarray(values) if is_host else jnp.asarray(values)
+    """``values`` as an int array of rank <= ``max_ndim``, NumPy or jax as given."""
+    values = _host_or_jax(values)
     if values.ndim > max_ndim or not jnp.issubdtype(values.dtype, jnp.integer):
         raise ValueError(
             f"{where} must be an int array of rank <= {max_ndim}, "
@@ -410,7 +433,7 @@ def _index_array(values: Array, where: str, max_ndim: int) -> Array:
 
 def _per_example(values: Array, b: Array) -> Array:
     """``values[b]`` for per-example values ``[B]``; scalars apply to every example."""
-    return values[b] if values.ndim == 1 else values
+    return _lookup(values, b) if values.ndim == 1 else values
 
 
 @_pytree()
@@ -459,7 +482,7 @@ class _Segments(Mask):
     kv_ids: Array
 
     def rule(self, b, h, q_idx, kv_idx):
-        return self.q_ids[b, q_idx] == self.kv_ids[b, kv_idx]
+        return _lookup(self.q_ids, b, q_idx) == _lookup(self.kv_ids, b, kv_idx)
 
     def _tile_rule(self, b, h, q_first, q_last, kv_first, kv_last, shape, tiles):
         # Equal ids are only possible where the tiles' id ranges overlap; a tile is fully visible
@@ -476,20 +499,23 @@ class _Segments(Mask):
 
 
 def _tile_min_max(ids: Array, length: int, tile: int) -> tuple[Array, Array]:
+    """Smallest and largest id in each tile, ``[B, num_tiles]`` each (NumPy for NumPy ids)."""
     n = -(-length // tile)
     pad = n * tile - length
-    lo = jnp.pad(ids, ((0, 0), (0, pad)), mode="edge").reshape(ids.shape[0], n, tile)
-    return lo.min(axis=-1), lo.max(axis=-1)
+    xp = np if _is_host(ids) else jnp
+    tiled = xp.pad(ids, ((0, 0), (0, pad)), mode="edge").reshape(ids.shape[0], n, tile)
+    return tiled.min(axis=-1), tiled.max(axis=-1)
 
 
 def segments(q_ids: Array, kv_ids: Array | None = None) -> Mask:
     """Packed sequences: query ``i`` sees key ``j`` iff ``q_ids[b, i] == kv_ids[b, j]``.
 
     ``q_ids`` is an int array ``[B, T]`` (``kv_ids`` ``[B, S]``, default ``q_ids``). Give padding
-    its own id and add :func:`padding` if padded queries must output zero.
+    its own id and add :func:`padding` if padded queries must output zero. NumPy ids give a static
+    mask (kernels skip tiles at trace time); jax ids may be traced under ``jit``.
     """
-    q_ids = jnp.asarray(q_ids)
-    kv_ids = q_ids if kv_ids is None else jnp.asarray(kv_ids)
+    q_ids = _host_or_jax(q_ids)
+    kv_ids = q_ids if kv_ids is None else _host_or_jax(kv_ids)
     for name, ids in (("q_ids", q_ids), ("kv_ids", kv_ids)):
         if ids.ndim != 2 or not jnp.issubdtype(ids.dtype, jnp.integer):
             raise ValueError(
@@ -525,14 +551,19 @@ def prefix_lm(prefix_lengths: Array | int) -> Mask:
 class _RandomBlocks(Mask):
     block_size: int
     keep: tuple[tuple[bool, ...], ...]  # [num_q_blocks][num_kv_blocks]; a tuple so it hashes
+    # The same pattern as an array leaf, read on traced indices: kernels pass leaves in as inputs
+    # (a Pallas kernel cannot capture a constant table). Host indices read the static ``keep``,
+    # so dense() and tile summaries stay NumPy even when the mask is a jit argument.
+    table: Array
 
     def rule(self, b, h, q_idx, kv_idx):
-        keep = np.asarray(self.keep, dtype=bool)
+        host = _is_host(q_idx, kv_idx)
+        xp = np if host else jnp
+        keep = np.asarray(self.keep, dtype=bool) if host else jnp.asarray(self.table)
         # Positions past the lengths the pattern was drawn for reuse the last block.
-        q_block = np.minimum(q_idx // self.block_size, keep.shape[0] - 1)
-        kv_block = np.minimum(kv_idx // self.block_size, keep.shape[1] - 1)
-        host = isinstance(q_block, np.ndarray) and isinstance(kv_block, np.ndarray)
-        return (keep if host else jnp.asarray(keep))[q_block, kv_block]
+        q_block = xp.minimum(q_idx // self.block_size, keep.shape[0] - 1)
+        kv_block = xp.minimum(kv_idx // self.block_size, keep.shape[1] - 1)
+        return keep[q_block, kv_block]
 
 
 def random_blocks(
@@ -557,7 +588,7 @@ def random_blocks(
     keep = np.zeros((nq, nk), dtype=bool)
     for row in range(nq):
         keep[row, generator.choice(nk, size=blocks_per_row, replace=False)] = True
-    return _RandomBlocks(int(block_size), tuple(map(tuple, keep.tolist())))
+    return _RandomBlocks(int(block_size), tuple(map(tuple, keep.tolist())), keep)
 
 
 # --------------------------------------------------------------------------- arrays and functions
@@ -574,9 +605,10 @@ class _ArrayMask(Mask):
 
     def rule(self, b, h, q_idx, kv_idx):
         indices = (b, h, q_idx, kv_idx)
-        return self.array[
-            tuple(_broadcast_index(i, n) for i, n in zip(indices, self.array.shape, strict=True))
-        ]
+        return _lookup(
+            self.array,
+            *(_broadcast_index(i, n) for i, n in zip(indices, self.array.shape, strict=True)),
+        )
 
     def dense(self, shape):
         _check_broadcastable(self.array, _check_dims(shape), "mask")
@@ -595,8 +627,7 @@ def _check_broadcastable(array: Array, shape: tuple[int, ...], name: str) -> Non
 def from_array(array: Array) -> Mask:
     """A mask from a boolean array broadcastable to ``[B, N, T, S]`` (rank <= 4, missing leading
     axes are added)."""
-    is_host = isinstance(array, np.ndarray | list | tuple)
-    array = np.asarray(array) if is_host else jnp.asarray(array)
+    array = _host_or_jax(array)
     if array.dtype != bool:
         raise TypeError(f"mask array must be boolean (True = may attend), got dtype {array.dtype}")
     if array.ndim > 4:

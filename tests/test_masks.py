@@ -1,5 +1,7 @@
 """Masks against NumPy rules; tile summaries against brute force; jit with traced arrays."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import attn
 from attn import masks
+from attn.kernels import dispatch, rules
 
 B, N, T, S = 2, 3, 11, 13
 SHAPE = (B, N, T, S)
@@ -209,3 +213,153 @@ def test_window_tile_summary_exact_for_any_tiling(left, right, q_tile, kv_tile):
 def test_bad_input_raises_a_clear_error(make, error, message):
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         make()
+
+
+# --------------------------------------------------------------------------- static vs traced
+
+
+def random_blocks_reference(q_len, kv_len, block_size, blocks_per_row, seed, shape):
+    """BigBird random blocks in plain NumPy: the same generator draws, positions past the drawn
+    lengths reuse the last block."""
+    nq, nk = -(-q_len // block_size), -(-kv_len // block_size)
+    generator = np.random.default_rng(seed)
+    keep = np.zeros((nq, nk), bool)
+    for row in range(nq):
+        keep[row, generator.choice(nk, size=blocks_per_row, replace=False)] = True
+    q_block = np.minimum(np.arange(shape[2]) // block_size, nq - 1)
+    kv_block = np.minimum(np.arange(shape[3]) // block_size, nk - 1)
+    return np.broadcast_to(keep[q_block[:, None], kv_block[None, :]], shape)
+
+
+RANDOM_BLOCKS = [
+    # (q_len, kv_len, block_size, blocks_per_row, seed, dense shape)
+    (16, 16, 4, 2, 3, (1, 1, 16, 16)),
+    (11, 13, 4, 2, 0, (2, 3, 11, 13)),
+    (11, 13, 4, 1, 7, (1, 2, 15, 17)),  # shape beyond the drawn lengths
+    (32, 20, 8, 3, 11, (1, 1, 32, 20)),
+    (9, 9, 3, 0, 5, (1, 1, 9, 9)),
+]
+
+
+@pytest.mark.parametrize("case", RANDOM_BLOCKS)
+def test_random_blocks_dense_keeps_its_seeded_pattern(case):
+    *args, seed, shape = case
+    dense = masks.random_blocks(*args, seed=seed).dense(shape)
+    assert isinstance(dense, np.ndarray) and dense.dtype == bool
+    np.testing.assert_array_equal(
+        np.broadcast_to(dense, shape), random_blocks_reference(*args, seed, shape)
+    )
+
+
+@pytest.mark.parametrize("case", RANDOM_BLOCKS)
+def test_random_blocks_rule_runs_on_traced_indices(case):
+    """The chunked kernel evaluates the rule per tile instead of building the dense mask."""
+    *args, seed, shape = case
+    mask = masks.random_blocks(*args, seed=seed)
+    assert rules.is_traceable(lambda m: m.rule, mask, shape)
+    traced = jax.jit(lambda i, j: mask.rule(0, 0, i, j))
+    q_idx, kv_idx = np.arange(shape[2])[:, None], np.arange(shape[3])[None]
+    np.testing.assert_array_equal(
+        traced(q_idx, kv_idx), random_blocks_reference(*args, seed, shape)[0, 0]
+    )
+
+
+def test_random_blocks_chunked_equals_dense(monkeypatch):
+    monkeypatch.setattr(dispatch, "Q_TILE", 4)  # several tiles, some skipped
+    monkeypatch.setattr(dispatch, "KV_TILE", 4)
+    generator = np.random.default_rng(0)
+    q = generator.standard_normal((B, T, N, 8)).astype(np.float32)
+    k, v = (generator.standard_normal((B, S, 1, 8)).astype(np.float32) for _ in range(2))
+    mask = masks.random_blocks(T, S, 4, 2, seed=3) | masks.causal()
+    want = attn.attend(q, k, v, mask=mask, implementation="dense")
+    got = attn.attend(q, k, v, mask=mask, implementation="chunked")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_random_blocks_as_jit_argument_stays_static():
+    """The pattern is static metadata: a mask passed into jit still summarises on host, while the
+    rule on traced indices reads the (traced) table leaf."""
+    mask = masks.random_blocks(T, S, 4, 2, seed=2)
+    found = {}
+
+    @jax.jit
+    def use(mask, i, j):
+        found["summary"] = mask.tile_summary(SHAPE, 4, 4).any_visible
+        return mask.rule(0, 0, i, j)
+
+    got = use(mask, np.arange(T)[:, None], np.arange(S)[None])
+    assert isinstance(found["summary"], np.ndarray)
+    np.testing.assert_array_equal(got, random_blocks_reference(T, S, 4, 2, 2, SHAPE)[0, 0])
+
+
+STATIC_MASKS = sorted(name for name in MASKS if name not in ("padding_kv", "example_causal"))
+STATIC_MASKS_EXTRA = {
+    "random_blocks": lambda: masks.random_blocks(T, S, 4, 2, seed=1),
+    "from_fn": lambda: masks.from_fn(lambda b, h, i, j: (i + j) % 3 == 0),
+    "from_array": lambda: masks.from_array(np.tri(T, S, dtype=bool)),
+    "segments_lists": lambda: masks.segments(SEG_Q.tolist(), SEG_KV.tolist()),
+}
+
+
+@pytest.mark.parametrize("name", STATIC_MASKS + sorted(STATIC_MASKS_EXTRA))
+def test_static_masks_summarise_on_host_under_jit(name):
+    """Built inside ``jit`` from NumPy inputs, a mask still gives NumPy summaries and dense
+    arrays: kernels decide tile skipping from them at trace time."""
+    make = {**MASKS, **STATIC_MASKS_EXTRA}[name]
+    found = {}
+
+    @jax.jit
+    def build(x):
+        mask = make()
+        found["summary"] = mask.tile_summary(SHAPE, 4, 3)
+        found["dense"] = mask.dense(SHAPE)
+        return x
+
+    build(0)
+    summary = found["summary"]
+    assert isinstance(summary.any_visible, np.ndarray | np.generic)
+    assert isinstance(summary.all_visible, np.ndarray | np.generic)
+    assert isinstance(found["dense"], np.ndarray)
+    dense = np.broadcast_to(found["dense"], SHAPE)
+    want_any, want_all = brute_force_summary(dense, 4, 3)
+    got_any = np.broadcast_to(summary.any_visible, want_any.shape)
+    got_all = np.broadcast_to(summary.all_visible, want_all.shape)
+    assert not (want_any & ~got_any).any() and not (got_all & ~want_all).any()
+
+
+def test_segments_keep_numpy_ids_and_jax_ids():
+    assert isinstance(masks.segments(SEG_Q, SEG_KV).q_ids, np.ndarray)
+    assert isinstance(masks.segments(SEG_Q.tolist()).kv_ids, np.ndarray)
+    assert isinstance(masks.segments(jnp.asarray(SEG_Q)).q_ids, jax.Array)
+
+
+def test_segments_with_traced_ids_equal_dense(monkeypatch):
+    monkeypatch.setattr(dispatch, "Q_TILE", 4)
+    monkeypatch.setattr(dispatch, "KV_TILE", 4)
+    generator = np.random.default_rng(1)
+    q = generator.standard_normal((B, T, N, 8)).astype(np.float32)
+    k, v = (generator.standard_normal((B, S, 1, 8)).astype(np.float32) for _ in range(2))
+
+    @functools.partial(jax.jit, static_argnames="implementation")
+    def run(q_ids, kv_ids, implementation):
+        mask = masks.segments(q_ids, kv_ids)
+        out = attn.attend(q, k, v, mask=mask, implementation=implementation)
+        return out, mask.dense(SHAPE)
+
+    ids = jnp.asarray(SEG_Q), jnp.asarray(SEG_KV)
+    want, dense = run(*ids, "dense")
+    got, _ = run(*ids, "chunked")
+    np.testing.assert_array_equal(np.broadcast_to(dense, SHAPE), numpy_rule("segments"))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MASKS))
+def test_rules_run_on_traced_indices(name):
+    """Every rule (NumPy or jax arrays inside) evaluates on traced indices, as in a kernel tile
+    (a Pallas program traces the example index too)."""
+    mask = MASKS[name]()
+    b, h, i, j = (
+        np.arange(n).reshape([-1 if a == d else 1 for d in range(4)]) for a, n in enumerate(SHAPE)
+    )
+    got = jax.jit(mask.rule)(b, h, i, j)
+    np.testing.assert_array_equal(np.broadcast_to(got, SHAPE), numpy_rule(name))
