@@ -3,6 +3,7 @@
 attn run experiments/dates.py[:smoke] --workdir workdirs/dates [--config.KEY=VALUE ...]
 attn eval --workdir workdirs/dates [--split test] [--checkpoint best]
 attn plot --workdir workdirs/dates [--text "3rd of March 2021"] [--examples 2]
+attn bench --lengths 1024 4096 --implementations dense chunked jax.nn [--out FILE] (see --help)
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
             help="which checkpoint (default: best)",
         )
         command.add_argument("--split", default="test", help="dataset split (default: test)")
+    # Listed for `attn --help`; main() hands its arguments to the benchmark's own parser.
+    commands.add_parser(
+        "bench",
+        help="time attention implementations (benchmarks/attention.py; see `attn bench --help`)",
+    )
     plot = commands.choices["plot"]
     plot.add_argument(
         "--text",
@@ -99,6 +105,12 @@ def _load_workdir(workdir: str, checkpoint: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from benchmarks.attention import main as bench
+
+        bench(argv[1:], prog="attn bench")
+        return 0
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
     try:

@@ -61,13 +61,19 @@ def _measure_length(args: argparse.Namespace, length: int) -> list[dict[str, Any
     for causal in args.causal:
         reference = _reference_rows(q, k, v, causal, rows)
         for name in args.implementations:
-            fn = implementations.make(name, causal)
+            row = {"length": length, "causal": causal, "implementation": name}
+            try:
+                fn = implementations.make(name, causal)
+            except ImportError as error:
+                # A peer library that is not installed (tokamax comes with the bench extra).
+                row["skipped"] = f"not installed: {error.name} (pip install -e '.[bench]')"
+                results.append(row)
+                continue
 
             def forward_backward(q, k, v, cotangent, fn=fn):
                 _, pullback = jax.vjp(fn, q, k, v)
                 return pullback(cotangent)
 
-            row = {"length": length, "causal": causal, "implementation": name}
             forward, row["temp_forward"] = timing.compile_with_memory(fn, q, k, v)
             both, row["temp_forward_backward"] = timing.compile_with_memory(
                 forward_backward, q, k, v, cotangent
@@ -140,8 +146,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
                 pct=_fmt(None if rate is None else 100 * rate / roof, 1, 0),
                 both_ms=_fmt(row.get("seconds_forward_backward"), 1e-3),
                 both_rate=_fmt(row.get("flops_forward_backward"), 1e9),
-                temp_f=_fmt(row["temp_forward"], 2**20),
-                temp_b=_fmt(row["temp_forward_backward"], 2**20),
+                temp_f=_fmt(row.get("temp_forward"), 2**20),
+                temp_b=_fmt(row.get("temp_forward_backward"), 2**20),
                 error=row.get("skipped") or f"{row['error']:.1e}",
                 roof=_fmt(roof, 1e9, 0),
             )
@@ -266,8 +272,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
     return results, _environment()
 
 
-def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, default=8)
@@ -280,9 +286,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--causal",
-        type=lambda s: s == "yes",
+        choices=("no", "yes"),
         nargs="+",
-        default=[False, True],
+        default=["no", "yes"],
         help="'no' (full), 'yes' (causal) or both",
     )
     parser.add_argument("--repeats", type=int, default=5)
@@ -292,12 +298,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-temp-gib", type=float, default=8.0)
     parser.add_argument("--matmul-sizes", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument("--out", type=Path, default=None, help="write OUT.md, OUT.json, OUT.png")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.causal = [choice == "yes" for choice in args.causal]
+    return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     """Run the benchmark from the command line (also ``attn bench``)."""
-    args = parse(argv)
+    args = parse(argv, prog)
     results, environment = run(args)
     table = markdown(results)
     table += "\n" + targets(results)
