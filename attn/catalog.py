@@ -6,6 +6,7 @@ A spec is a catalog name, a call with literal arguments, or an import string:
     get("score", "cosine(temperature=0.05)")
     get("mask", "causal() & sliding_window(left=64)")      # masks combine with & | ~
     get("weighting", "my_pkg.my_mod:my_weighting")           # a user's own function
+    get("attention", "performer(num_features=128)")          # replaces attend's composition
 
 Scores and weightings come back as functions (keyword arguments bound with ``partial``); masks
 come back as :class:`attn.masks.Mask` objects (their factories are called).
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from attn import masks, scores, weighting
+from attn.kernels import variants
 
 __all__ = ["KINDS", "get", "names"]
 
@@ -49,6 +51,12 @@ _TABLES: dict[str, dict[str, Callable[..., Any]]] = {
         "global_tokens": masks.global_tokens,
         "prefix_lm": masks.prefix_lm,
         "random_blocks": masks.random_blocks,
+    },
+    # Whole-attention functions that replace attend's composition (attn.nn.MultiHeadAttention's
+    # ``attention=``): fn(q, k, v, *, mask) -> out.
+    "attention": {
+        "linear": variants.linear,
+        "performer": variants.performer,
     },
 }
 # Tables whose entries need flax or tensorflow-datasets: imported on first use, so that

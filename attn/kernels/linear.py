@@ -14,7 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["FEATURE_MAPS", "kernel_attention", "linear_attention"]
+__all__ = ["FEATURE_MAPS", "feature_function", "kernel_attention", "linear_attention"]
 
 Array = jax.Array
 
@@ -114,11 +114,17 @@ def linear_attention(
 ) -> Array:
     """Linear attention with ``phi = feature_map`` (``"elu"``: elu + 1, ``"relu"``, or a
     function of ``[..., H]`` returning non-negative features). Output ``[B, T, N, Hv]``."""
+    phi = feature_function(feature_map)
+    return kernel_attention(phi(q), phi(k), v, causal=causal, chunk=chunk)
+
+
+def feature_function(feature_map: str | Callable[[Array], Array]) -> Callable[[Array], Array]:
+    """The feature map named ``feature_map`` (a key of :data:`FEATURE_MAPS`), or the function."""
     if isinstance(feature_map, str):
         if feature_map not in FEATURE_MAPS:
             raise ValueError(
                 f"feature_map must be one of {sorted(FEATURE_MAPS)} or a function, "
                 f"got {feature_map!r}"
             )
-        feature_map = FEATURE_MAPS[feature_map]
-    return kernel_attention(feature_map(q), feature_map(k), v, causal=causal, chunk=chunk)
+        return FEATURE_MAPS[feature_map]
+    return feature_map

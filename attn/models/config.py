@@ -62,6 +62,9 @@ class ModelConfig:
     positional: str = "sinusoidal"  # "sinusoidal" | "learned" | "rope" | "alibi" | "none"
     qk_norm: bool = False
     implementation: str = "auto"  # passed to attn.attend
+    # attn.catalog "attention" spec replacing attn.attend in every attention layer, e.g.
+    # "linear" or "performer(num_features=128)"; None: attend's score/weighting composition.
+    attention_fn: str | None = None
     pool: str | None = None  # encoder_classifier: "mean" | "cls" | "none"; None: by task kind
     # rnn_seq2seq.
     cell: str = "gru"  # "gru" | "lstm"

@@ -32,6 +32,7 @@ def _options(config: ModelConfig) -> dict[str, Any]:
         use_rope=use_rope,
         qk_norm=config.qk_norm,
         implementation=config.implementation,
+        attention=config.attention_fn,
         dtype=config.compute_dtype,
     )
 

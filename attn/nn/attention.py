@@ -91,6 +91,12 @@ class MultiHeadAttention(nnx.Module):
       deterministic: default for the call argument of the same name (dropout off when True);
         ``model.eval()`` / ``model.train()`` and ``nnx.view`` set it.
       implementation: passed to :func:`attn.attend`.
+      attention: a whole-attention function ``(q, k, v, *, mask) -> out`` used instead of
+        :func:`attn.attend`, or a catalog ``"attention"`` spec such as ``"linear"`` or
+        ``"performer(num_features=128)"`` (see :mod:`attn.kernels.variants`). It takes the
+        place of ``score`` and ``weighting``, so those must keep their defaults, and it takes
+        no bias or attention dropout and records no weights (there is no weight matrix).
+        KV-cache decoding attends over the cache slots exactly, O(L) per new token.
       dtype: computation dtype of the projections (default: inferred from inputs and params).
       param_dtype: parameter dtype.
       rngs: ``nnx.Rngs`` with a ``"params"`` stream (and ``"dropout"`` if ``dropout_rate > 0``).
@@ -119,6 +125,7 @@ class MultiHeadAttention(nnx.Module):
         record_weights: bool = False,
         deterministic: bool = False,
         implementation: str = "auto",
+        attention: Callable[..., Array] | str | None = None,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -172,6 +179,20 @@ class MultiHeadAttention(nnx.Module):
         self.record_weights = record_weights
         self.deterministic = deterministic
         self.implementation = implementation
+        self.attention = None if attention is None else attn.catalog.get("attention", attention)
+        if self.attention is not None:
+            defaults = {"score": attn.scores.scaled_dot, "weighting": attn.weighting.softmax}
+            for name, default in defaults.items():
+                if getattr(self, name) is not default:
+                    raise ValueError(
+                        f"MultiHeadAttention: attention={attention!r} replaces {name}; "
+                        f"leave {name} at its default"
+                    )
+            if dropout_rate > 0 or record_weights:
+                raise ValueError(
+                    f"MultiHeadAttention: attention={attention!r} supports no attention dropout "
+                    "and no recorded weights"
+                )
 
         linear = functools.partial(
             nnx.Linear, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
@@ -274,6 +295,8 @@ class MultiHeadAttention(nnx.Module):
             inputs_kv = inputs_q
         else:
             check_features(inputs_kv, "inputs_kv", self.kv_features, B)
+        if self.attention is not None and bias is not None:
+            raise ValueError(f"MultiHeadAttention: attention={self.attention} takes no bias")
         if decode:
             advance_b = self._check_decode(B, T, inputs_kv, prompt_lengths)
         elif prompt_lengths is not None:
@@ -301,6 +324,9 @@ class MultiHeadAttention(nnx.Module):
         if deterministic is None:
             deterministic = self.deterministic
         use_dropout = self.dropout_rate > 0.0 and not deterministic
+        if self.attention is not None:
+            out_btnh = self.attention(q, k, v, mask=mask)
+            return self.out(out_btnh.reshape(B, T, self.num_heads * self.head_dim))
         result = attn.attend(
             q,
             k,

@@ -35,6 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
             "score": "scaled_dot",
             "weighting": "softmax",
             "mask": None,
+            "attention_fn": None,  # e.g. "linear", "performer(num_features=128)"
             "positional": "sinusoidal",
             "dtype": "float32",
         }
@@ -133,7 +134,8 @@ def apply_override(config: ml_collections.ConfigDict, dotted_key: str, text: str
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Fail fast, before building or compiling anything, on missing sections and unknown
-    component names (dataset, model, score, weighting, mask, optimizer, schedule, dtype)."""
+    component names (dataset, model, score, weighting, mask, attention, optimizer, schedule,
+    dtype)."""
     from attn import catalog, data, models
     from attn.train.optim import build_optimizer
 
@@ -149,8 +151,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     catalog.get("model", config.model.name)
     models.parse_config(config.model)  # unknown keys and values
-    for kind in ("score", "weighting", "mask"):
-        spec = config.model.get(kind)
+    for kind, key in (
+        ("score", "score"),
+        ("weighting", "weighting"),
+        ("mask", "mask"),
+        ("attention", "attention_fn"),
+    ):
+        spec = config.model.get(key)
         if spec:
             catalog.get(kind, spec)
     if config.model.get("dtype", "float32") not in ("float32", "bfloat16"):

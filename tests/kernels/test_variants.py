@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import attn
+from attn import masks
 from attn.kernels import (
     kernel_attention,
     linear_attention,
@@ -127,3 +128,96 @@ def test_variants_reject_bad_arguments():
         performer_attention(q, k, v, jnp.zeros((8, H + 1)))
     with pytest.raises(ValueError, match=r"e must be \[R, S\]"):
         linformer_project(k, v, jnp.zeros((3, T + 1)))
+
+
+# --------------------------------------------------------------------------- catalog "attention"
+
+
+def masked_quadratic(phi_q, phi_k, v, visible_bnts):
+    """``quadratic`` with an arbitrary boolean mask ``[B, N|1, T, S]``."""
+    phi_k, v = np.repeat(phi_k, N // K, axis=2), np.repeat(v, N // K, axis=2)
+    weights = np.einsum("btnf,bsnf->bnts", phi_q, phi_k).astype(np.float64) * visible_bnts
+    total = weights.sum(-1, keepdims=True)
+    weights = weights / np.where(total > 0, total, 1.0)
+    return np.einsum("bnts,bsnh->btnh", weights, v)
+
+
+FACTORED_MASKS = {
+    "causal": lambda: masks.causal(),
+    "padding": lambda: masks.padding(np.array([T, 6]), np.array([4, T])),
+    "causal_and_padding": lambda: masks.causal() & masks.padding(kv_lengths=np.array([T, 3])),
+    "key_array": lambda: np.arange(T)[None, None, None, :] < np.array([7, 2])[:, None, None, None],
+}
+OTHER_MASKS = {
+    "sliding_window": lambda: masks.sliding_window(3),
+    "causal_offset": lambda: masks.causal(offset=2),
+    "example_causal": lambda: masks.causal(offset=np.array([0, 3])),
+    "segments": lambda: masks.segments(np.array([[0] * 4 + [1] * 6, [0] * 10])),
+}
+
+
+@pytest.mark.parametrize("name", [*FACTORED_MASKS, *OTHER_MASKS])
+@pytest.mark.parametrize("variant", ["linear", "performer"])
+def test_attention_variants_apply_masks_exactly(variant, name):
+    """Factored masks (linear cost) and other masks (exact quadratic form) against NumPy."""
+    make_mask = (FACTORED_MASKS | OTHER_MASKS)[name]
+    q, k, v = make_qkv(seed=3)
+    fn = attn.catalog.get("attention", f"{variant}(chunk=4)")
+    out = jax.jit(lambda q, k, v: fn(q, k, v, mask=make_mask()))(q, k, v)
+    if variant == "linear":
+        phi_q, phi_k = jax.nn.elu(q) + 1, jax.nn.elu(k) + 1
+    else:  # performer with its default seed
+        projection = random_features(jax.random.key(0), 256, H)
+        phi_q = positive_features(q, projection, is_query=True)
+        phi_k = positive_features(k, projection, is_query=False)
+    visible = np.asarray(masks.as_mask(make_mask()).dense((B, N, T, T)))
+    expected = masked_quadratic(np.asarray(phi_q), np.asarray(phi_k), v, visible)
+    np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-5)
+
+
+def test_factored_and_quadratic_paths_agree_in_values_and_gradients():
+    """The same causal & padding mask as a Mask (prefix sums) and as a full array (quadratic)."""
+    q, k, v = make_qkv(seed=4)
+    mask = masks.causal() & masks.padding(np.array([T, 7]), np.array([5, T]))
+    dense = np.asarray(mask.dense((B, N, T, T)))
+    fn = attn.catalog.get("attention", "linear(feature_map='relu', chunk=4)")
+
+    def loss(q, k, v, mask):
+        return jnp.sum(jnp.sin(fn(q, k, v, mask=mask)))
+
+    fast, fast_grads = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v, mask)
+    slow, slow_grads = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v, dense)
+    np.testing.assert_allclose(fast, slow, rtol=1e-5)
+    for a, b in zip(fast_grads, slow_grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_performer_features_follow_seed_and_rng():
+    q, k, v = make_qkv(seed=5)
+    fn = attn.catalog.get("attention", "performer(num_features=64)")
+    same = fn(q, k, v, seed=0)
+    np.testing.assert_array_equal(fn(q, k, v), same)
+    assert not np.allclose(fn(q, k, v, seed=1), same)
+    assert not np.allclose(fn(q, k, v, rng=jax.random.key(7)), same)
+
+
+def test_attention_catalog_names():
+    assert attn.catalog.names("attention") == ["linear", "performer"]
+    with pytest.raises(ValueError, match="valid attention names: linear, performer"):
+        attn.catalog.get("attention", "favor")
+
+
+def test_factored_masks_keep_linear_memory():
+    """No ``[B, N, T, S]`` array for factored masks; other masks build one (quadratic form)."""
+    length = 1024
+    q = jnp.zeros((1, length, 2, 16))
+    weights_bytes = 2 * length * length * 4
+    fn = attn.catalog.get("attention", "linear")
+
+    def temp_bytes(mask):
+        compiled = jax.jit(lambda q: fn(q, q, q, mask=mask)).lower(q).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    factored = masks.causal() & masks.padding(kv_lengths=np.array([900]))
+    assert temp_bytes(factored) < weights_bytes / 8
+    assert temp_bytes(masks.sliding_window(64)) >= weights_bytes

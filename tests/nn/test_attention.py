@@ -337,3 +337,42 @@ def test_decode_errors():
         mha(x[:, :2], decode=True, prompt_lengths=jnp.array([3, 1]))
     with pytest.raises(ValueError, match="prompt_lengths must be an int array"):
         mha(x[:, :2], decode=True, prompt_lengths=jnp.array([1.0, 1.0]))
+
+
+# --------------------------------------------------------------------------- attention variants
+
+
+@pytest.mark.parametrize("variant", ["linear(feature_map='relu')", "performer(num_features=32)"])
+def test_variant_decode_matches_causal_forward(variant):
+    """The variant replaces attend; cached decoding (quadratic path over the cache slots) equals
+    the full causal forward (prefix-sum path)."""
+    mha = randomize(
+        MultiHeadAttention(D, N, num_kv_heads=2, use_rope=True, attention=variant, rngs=nnx.Rngs(0))
+    )
+    x = inputs()
+    full = mha(x, mask=masks.causal())
+    plain = randomize(MultiHeadAttention(D, N, num_kv_heads=2, use_rope=True, rngs=nnx.Rngs(0)))
+    assert not np.allclose(full, plain(x, mask=masks.causal()), atol=1e-3)
+    mha.init_cache(B, max_length=T)
+    steps = [mha(x[:, :2], decode=True)] + [mha(x[:, t : t + 1], decode=True) for t in range(2, T)]
+    np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"score": "cosine"}, "replaces score"),
+        ({"weighting": "sparsemax"}, "replaces weighting"),
+        ({"dropout_rate": 0.1}, "no attention dropout"),
+        ({"record_weights": True}, "no recorded weights"),
+    ],
+)
+def test_variant_constructor_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MultiHeadAttention(D, N, attention="linear", rngs=nnx.Rngs(0), **kwargs)
+
+
+def test_variant_rejects_bias():
+    mha = MultiHeadAttention(D, N, attention="linear", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="no bias"):
+        mha(inputs(), bias=jnp.zeros((1, N, T, T)))
