@@ -58,7 +58,8 @@ def tile_values(
     kv_tile: int,
 ) -> jax.Array:
     """``rule`` on one tile, in the chunked kernel's layout ``[B * K, q_tile * G, kv_tile]``
-    (query head ``n = k * G + g``; row ``t * G + g`` of the tile is query ``q_start + t``).
+    (query head ``n = k * G + g``; row ``t * G + g`` of the tile is query ``q_start + t``), or
+    ``[1, q_tile * G, kv_tile]`` when the values depend on neither example nor head.
 
     ``q_start`` and ``kv_start`` are the (traced) first indices of the tile.
     """
@@ -71,6 +72,11 @@ def tile_values(
         )
     )
     G = num_heads // num_kv_heads
+    if values.shape[:2] == (1, 1):
+        # The same for every example and head (causal, windows): stay broadcastable over the
+        # first axis, so the kernel fuses the comparison instead of reading a full-tile array.
+        values = jnp.broadcast_to(values[0, 0, :, None, :], (q_tile, G, kv_tile))
+        return values.reshape(1, q_tile * G, kv_tile)
     values = jnp.broadcast_to(values, (batch, num_heads, q_tile, kv_tile))
     values = values.reshape(batch, num_kv_heads, G, q_tile, kv_tile).transpose(0, 1, 3, 2, 4)
     return values.reshape(batch * num_kv_heads, q_tile * G, kv_tile)
