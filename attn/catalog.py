@@ -9,7 +9,8 @@ A spec is a catalog name, a call with literal arguments, or an import string:
     get("attention", "performer(num_features=128)")          # replaces attend's composition
 
 Scores and weightings come back as functions (keyword arguments bound with ``partial``); masks
-come back as :class:`attn.masks.Mask` objects (their factories are called).
+come back as :class:`attn.masks.Mask` objects and attention variants as configured objects
+(their factories are called).
 """
 
 from __future__ import annotations
@@ -52,18 +53,19 @@ _TABLES: dict[str, dict[str, Callable[..., Any]]] = {
         "prefix_lm": masks.prefix_lm,
         "random_blocks": masks.random_blocks,
     },
-    # Whole-attention functions that replace attend's composition (attn.nn.MultiHeadAttention's
-    # ``attention=``): fn(q, k, v, *, mask) -> out.
+    # Whole-attention variants that replace attend's composition (attn.nn.MultiHeadAttention's
+    # ``attention=``); a spec builds one: variant(q, k, v, *, mask) -> out.
     "attention": {
-        "linear": variants.linear,
-        "performer": variants.performer,
+        "linear": variants.Linear,
+        "performer": variants.Performer,
+        "linformer": variants.Linformer,
     },
 }
 # Tables whose entries need flax or tensorflow-datasets: imported on first use, so that
 # `import attn` stays jax-only. Their entries are classes and specs, returned as they are.
 _LAZY_TABLES = {"dataset": "attn.data.catalog:DATASETS", "model": "attn.models:MODELS"}
 # Kinds whose entries are factories: a spec calls them. Others bind arguments with partial.
-_FACTORY_KINDS = frozenset({"mask"})
+_FACTORY_KINDS = frozenset({"mask", "attention"})
 _MASK_OPERATORS = {ast.BitAnd: operator.and_, ast.BitOr: operator.or_}
 
 KINDS = (*_TABLES, *_LAZY_TABLES)
@@ -102,10 +104,10 @@ def _literal(node: ast.expr, spec: str) -> Any:
 
 def _build(kind: str, node: ast.expr, spec: str) -> Any:
     table = _table(kind)
-    if kind in _FACTORY_KINDS and isinstance(node, ast.BinOp) and type(node.op) in _MASK_OPERATORS:
+    if kind == "mask" and isinstance(node, ast.BinOp) and type(node.op) in _MASK_OPERATORS:
         combine = _MASK_OPERATORS[type(node.op)]
         return combine(_build(kind, node.left, spec), _build(kind, node.right, spec))
-    if kind in _FACTORY_KINDS and isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
+    if kind == "mask" and isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Invert):
         return ~_build(kind, node.operand, spec)
     call = node if isinstance(node, ast.Call) else None
     name_node = call.func if call else node

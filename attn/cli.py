@@ -134,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             paths = _plot(experiment, args)
+            if not paths:
+                raise ValueError(
+                    "the model recorded no attention weights to plot (model.attention_fn "
+                    f"{experiment.config.model.get('attention_fn')!r} forms no weight matrix)"
+                )
             print("\n".join(str(p) for p in paths))
         experiment.close()
         return 0

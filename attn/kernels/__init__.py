@@ -6,8 +6,9 @@
 * :func:`merge` -- combine attention over disjoint key sets from their log-sum-exp rows.
 * :func:`linear_attention`, :func:`performer_attention` (with :func:`random_features`),
   :func:`linformer_project` -- efficient approximations with O(T + S) cost.
-* :mod:`attn.kernels.variants` -- linear and Performer attention behind ``attend``'s call
-  signature with factorable masks: catalog kind ``"attention"``, selectable from configs.
+* :mod:`attn.kernels.variants` -- linear, Performer and Linformer attention as configured
+  objects with ``attend``'s call and masks: catalog kind ``"attention"``, selectable from
+  configs (``model.attention_fn``) and by ``attn.nn.MultiHeadAttention(attention=...)``.
 
 Imports jax and numpy only; optional kernel libraries are imported lazily where dispatched to.
 """

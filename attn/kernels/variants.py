@@ -1,21 +1,25 @@
-"""Efficient attention variants behind one signature, so configs can swap them for ``attend``.
+"""Efficient attention variants behind one call, so that configs can swap them for ``attend``.
 
-``fn(q, k, v, *, mask=None, **options) -> out [B, T, N, Hv]`` with the shapes of
-:func:`attn.attend`. They are different models (linear attention) or approximations
-(Performer) of softmax attention, not implementations of it, so they are catalog kind
-``"attention"`` rather than values of ``attend(implementation=...)``.
+Each variant is a small frozen dataclass of options (catalog kind ``"attention"``:
+``attn.catalog.get("attention", "performer(num_features=128)")``) called as
+``variant(q, k, v, *, mask=None, **params) -> out [B, T, N, Hv]`` with the shapes of
+:func:`attn.attend`; a variant with learned parameters (Linformer's projection) creates them
+with ``init_params(rng)`` and takes them as keywords. They are different models (linear
+attention, Linformer) or approximations (Performer) of softmax attention, not implementations
+of it, so they are not values of ``attend(implementation=...)``.
 
-Their weights ``phi(q) . phi(k)`` factor over queries and keys, so masks that factor the same
-way keep the O(T + S) cost: ``causal()`` (prefix sums) and ``padding(...)`` or a key-only
-boolean array ``[B, 1, 1, S]`` (zero features for padded keys, zero output for padded queries),
-alone or joined with ``&``. Any other mask (a window, segments, a KV cache's per-example causal
-offsets) is applied exactly to the ``[B, N, T, S]`` weights: O(T * S), which suits a decoding
-step (T = 1) but not long training sequences.
+Linear attention and Performer weigh with ``phi(q) . phi(k)``, which factors over queries and
+keys, so masks that factor the same way keep the O(T + S) cost: ``causal()`` (prefix sums) and
+``padding(...)`` or a key-only boolean array ``[B, 1, 1, S]`` (zero features for padded keys,
+zero output for padded queries), alone or joined with ``&``. Any other mask (a window,
+segments, a KV cache's per-example causal offsets) is applied exactly to the ``[B, N, T, S]``
+weights: O(T * S), which suits a decoding step (T = 1) but not long training sequences.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -23,9 +27,10 @@ import jax.numpy as jnp
 
 from attn import masks
 from attn.kernels.linear import feature_function, kernel_attention
+from attn.kernels.linformer import linformer_project
 from attn.kernels.performer import positive_features, random_features
 
-__all__ = ["linear", "performer"]
+__all__ = ["Linear", "Linformer", "Performer"]
 
 Array = jax.Array
 
@@ -105,42 +110,99 @@ def _attend_features(
     return out
 
 
-def linear(
-    q: Array,
-    k: Array,
-    v: Array,
-    *,
-    mask: masks.Mask | Array | None = None,
-    feature_map: str | Callable[[Array], Array] = "elu",
-    chunk: int = 128,
-) -> Array:
-    """Linear attention (:func:`attn.kernels.linear_attention`) with any ``mask`` (see the
-    module docstring for which masks keep it linear).
+@dataclasses.dataclass(frozen=True)
+class Linear:
+    """Linear attention (:func:`attn.kernels.linear_attention`, Katharopoulos et al. 2020) with
+    any ``mask``; ``feature_map`` ``"elu"`` (elu + 1), ``"relu"`` or a function."""
 
-    q ``[B, T, N, H]``, k ``[B, S, K, H]``, v ``[B, S, K, Hv]`` -> ``[B, T, N, Hv]``; rows that
-    see no key output 0."""
-    phi = feature_function(feature_map)
-    return _attend_features(phi(q), phi(k), v, mask, chunk)
+    feature_map: str | Callable[[Array], Array] = "elu"
+    chunk: int = 128
+
+    def __post_init__(self):
+        feature_function(self.feature_map)  # a bad name fails when the config is read
+
+    def __call__(
+        self, q: Array, k: Array, v: Array, *, mask: masks.Mask | Array | None = None
+    ) -> Array:
+        """q ``[B, T, N, H]``, k ``[B, S, K, H]``, v ``[B, S, K, Hv]`` -> ``[B, T, N, Hv]``;
+        rows that see no key output 0."""
+        phi = feature_function(self.feature_map)
+        return _attend_features(phi(q), phi(k), v, mask, self.chunk)
 
 
-def performer(
-    q: Array,
-    k: Array,
-    v: Array,
-    *,
-    mask: masks.Mask | Array | None = None,
-    num_features: int = 256,
-    seed: int = 0,
-    rng: Array | None = None,
-    chunk: int = 128,
-) -> Array:
-    """Performer FAVOR+ (:func:`attn.kernels.performer_attention`) with any ``mask``.
+@dataclasses.dataclass(frozen=True)
+class Performer:
+    """Performer FAVOR+ (:func:`attn.kernels.performer_attention`, Choromanski et al. 2021)
+    with any ``mask``: ``num_features`` positive orthogonal random features drawn from
+    ``seed``, so a model sees the same features at every step unless a call passes ``rng``
+    (pass a new one to redraw them)."""
 
-    The ``num_features`` orthogonal random features come from ``rng`` when given (pass a new
-    one to redraw them) and otherwise from ``seed``, so that a model sees the same features at
-    every step unless it asks for new ones. Shapes as :func:`linear`."""
-    rng = jax.random.key(seed) if rng is None else rng
-    projection = random_features(rng, num_features, q.shape[-1])
-    phi_q = positive_features(q, projection, is_query=True)
-    phi_k = positive_features(k, projection, is_query=False)
-    return _attend_features(phi_q, phi_k, v, mask, chunk)
+    num_features: int = 256
+    seed: int = 0
+    chunk: int = 128
+
+    def __call__(
+        self,
+        q: Array,
+        k: Array,
+        v: Array,
+        *,
+        mask: masks.Mask | Array | None = None,
+        rng: Array | None = None,
+    ) -> Array:
+        """Shapes as :meth:`Linear.__call__`."""
+        rng = jax.random.key(self.seed) if rng is None else rng
+        projection = random_features(rng, self.num_features, q.shape[-1])
+        phi_q = positive_features(q, projection, is_query=True)
+        phi_k = positive_features(k, projection, is_query=False)
+        return _attend_features(phi_q, phi_k, v, mask, self.chunk)
+
+
+@dataclasses.dataclass(frozen=True)
+class Linformer:
+    """Linformer (Wang et al. 2020): softmax attention over keys and values projected along
+    the sequence by a learned ``projection [projected_length, max_length]`` (shared by keys,
+    values and heads; sequences up to ``max_length`` use its first S columns). Bidirectional:
+    the projection mixes positions, so of the masks only padding applies (padded keys and
+    values are zeroed before the projection, padded queries output 0)."""
+
+    projected_length: int = 64
+    max_length: int = 512
+
+    def init_params(self, rng: Array) -> dict[str, Array]:
+        """The learned parameters: ``{"projection": [projected_length, max_length]}`` with
+        N(0, 1 / projected_length) entries."""
+        shape = (self.projected_length, self.max_length)
+        return {"projection": jax.random.normal(rng, shape) / math.sqrt(self.projected_length)}
+
+    def __call__(
+        self,
+        q: Array,
+        k: Array,
+        v: Array,
+        *,
+        mask: masks.Mask | Array | None = None,
+        projection: Array,
+    ) -> Array:
+        """Shapes as :meth:`Linear.__call__`, with ``S <= max_length``."""
+        (B, T, _, _), S = q.shape, k.shape[1]
+        if self.max_length < S:
+            raise ValueError(f"Linformer: {S} keys exceed its max_length={self.max_length}")
+        factored = _FactoredMask()
+        if mask is not None:
+            factored = _factor(masks.as_mask(mask), B, T, S)
+            if factored is None or factored.causal:
+                raise ValueError(
+                    "Linformer mixes all key positions, so it applies only padding masks "
+                    "(padding(...) or a key-only [B, 1, 1, S] array)"
+                )
+        if factored.kv_valid is not None:
+            keep = factored.kv_valid[:, :, None, None]
+            k, v = jnp.where(keep, k, 0), jnp.where(keep, v, 0)
+        # Every query sees all projected rows, so plain softmax attention without a mask
+        # (padded queries are zeroed below).
+        k_proj, v_proj = linformer_project(k, v, projection[:, :S])
+        out = jax.nn.dot_product_attention(q, k_proj.astype(q.dtype), v_proj.astype(q.dtype))
+        if factored.q_valid is not None:
+            out = jnp.where(factored.q_valid[:, :, None, None], out, 0)
+        return out

@@ -63,7 +63,8 @@ class ModelConfig:
     qk_norm: bool = False
     implementation: str = "auto"  # passed to attn.attend
     # attn.catalog "attention" spec replacing attn.attend in every attention layer, e.g.
-    # "linear" or "performer(num_features=128)"; None: attend's score/weighting composition.
+    # "linear", "performer(num_features=128)" or "linformer(projected_length=64, max_length=512)";
+    # None: attend's score/weighting composition.
     attention_fn: str | None = None
     pool: str | None = None  # encoder_classifier: "mean" | "cls" | "none"; None: by task kind
     # rnn_seq2seq.

@@ -93,7 +93,9 @@ class MultiHeadAttention(nnx.Module):
       implementation: passed to :func:`attn.attend`.
       attention: a whole-attention function ``(q, k, v, *, mask) -> out`` used instead of
         :func:`attn.attend`, or a catalog ``"attention"`` spec such as ``"linear"`` or
-        ``"performer(num_features=128)"`` (see :mod:`attn.kernels.variants`). It takes the
+        ``"performer(num_features=128)"`` or ``"linformer(projected_length=64,
+        max_length=512)"`` (see :mod:`attn.kernels.variants`; a variant's learned parameters,
+        such as Linformer's projection, become parameters of this module). It takes the
         place of ``score`` and ``weighting``, so those must keep their defaults, and it takes
         no bias or attention dropout and records no weights (there is no weight matrix).
         KV-cache decoding attends over the cache slots exactly, O(L) per new token.
@@ -193,6 +195,13 @@ class MultiHeadAttention(nnx.Module):
                     f"MultiHeadAttention: attention={attention!r} supports no attention dropout "
                     "and no recorded weights"
                 )
+        # A variant's learned parameters (Linformer's projection) become attributes
+        # ``attention_<name>`` and are passed to it by name.
+        init_params = getattr(self.attention, "init_params", None)
+        params = {} if init_params is None else init_params(rngs.params())
+        self.attention_param_names = tuple(params)
+        for name, value in params.items():
+            setattr(self, f"attention_{name}", nnx.Param(value))
 
         linear = functools.partial(
             nnx.Linear, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
@@ -325,7 +334,8 @@ class MultiHeadAttention(nnx.Module):
             deterministic = self.deterministic
         use_dropout = self.dropout_rate > 0.0 and not deterministic
         if self.attention is not None:
-            out_btnh = self.attention(q, k, v, mask=mask)
+            params = {n: getattr(self, f"attention_{n}")[...] for n in self.attention_param_names}
+            out_btnh = self.attention(q, k, v, mask=mask, **params)
             return self.out(out_btnh.reshape(B, T, self.num_heads * self.head_dim))
         result = attn.attend(
             q,

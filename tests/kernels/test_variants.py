@@ -194,17 +194,67 @@ def test_factored_and_quadratic_paths_agree_in_values_and_gradients():
 
 def test_performer_features_follow_seed_and_rng():
     q, k, v = make_qkv(seed=5)
-    fn = attn.catalog.get("attention", "performer(num_features=64)")
-    same = fn(q, k, v, seed=0)
-    np.testing.assert_array_equal(fn(q, k, v), same)
-    assert not np.allclose(fn(q, k, v, seed=1), same)
-    assert not np.allclose(fn(q, k, v, rng=jax.random.key(7)), same)
+    performer = attn.catalog.get("attention", "performer(num_features=64)")
+    same = performer(q, k, v)
+    np.testing.assert_array_equal(performer(q, k, v), same)
+    reseeded = attn.catalog.get("attention", "performer(num_features=64, seed=1)")
+    assert not np.allclose(reseeded(q, k, v), same)
+    assert not np.allclose(performer(q, k, v, rng=jax.random.key(7)), same)
 
 
 def test_attention_catalog_names():
-    assert attn.catalog.names("attention") == ["linear", "performer"]
-    with pytest.raises(ValueError, match="valid attention names: linear, performer"):
+    assert attn.catalog.names("attention") == ["linear", "linformer", "performer"]
+    with pytest.raises(ValueError, match="valid attention names: linear, linformer, performer"):
         attn.catalog.get("attention", "favor")
+    with pytest.raises(ValueError, match="feature_map must be one of"):
+        attn.catalog.get("attention", "linear(feature_map='tanh')")
+
+
+def linformer_inputs(seed=6):
+    q, k, v = make_qkv(seed=seed)
+    linformer = attn.catalog.get("attention", f"linformer(projected_length=4, max_length={T + 2})")
+    projection = linformer.init_params(jax.random.key(seed))["projection"]
+    return linformer, projection, q, k, v
+
+
+def test_linformer_is_softmax_attention_over_projected_keys():
+    linformer, projection, q, k, v = linformer_inputs()
+    assert projection.shape == (4, T + 2)
+    got = linformer(q, k, v, projection=projection)
+    want = attn.attend(q, *linformer_project(k, v, projection[:, :T]), implementation="dense")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    identity = np.eye(T, T + 2, dtype=np.float32)
+    full = attn.catalog.get("attention", f"linformer(projected_length={T}, max_length={T + 2})")
+    np.testing.assert_allclose(
+        full(q, k, v, projection=identity),
+        attn.attend(q, k, v, implementation="dense"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_linformer_padding_ignores_padded_keys_and_zeroes_padded_queries():
+    linformer, projection, q, k, v = linformer_inputs()
+    mask = masks.padding(np.array([T, 6]), np.array([T, 7]))
+    out = linformer(q, k, v, mask=mask, projection=projection)
+    k2, v2 = k.copy(), v.copy()
+    k2[1, 7:], v2[1, 7:] = 50.0, -50.0  # what sits in padded key slots must not matter
+    np.testing.assert_allclose(
+        linformer(q, k2, v2, mask=mask, projection=projection), out, rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_array_equal(out[1, 6:], 0.0)
+    np.testing.assert_allclose(out[0], linformer(q, k, v, projection=projection)[0], rtol=1e-6)
+
+
+def test_linformer_rejects_masks_it_cannot_apply():
+    linformer, projection, q, k, v = linformer_inputs()
+    with pytest.raises(ValueError, match="applies only padding masks"):
+        linformer(q, k, v, mask=masks.causal(), projection=projection)
+    with pytest.raises(ValueError, match="applies only padding masks"):
+        linformer(q, k, v, mask=masks.sliding_window(2), projection=projection)
+    short = attn.catalog.get("attention", "linformer(projected_length=4, max_length=5)")
+    with pytest.raises(ValueError, match="exceed its max_length=5"):
+        short(q, k, v, projection=projection[:, :5])
 
 
 def test_factored_masks_keep_linear_memory():

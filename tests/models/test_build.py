@@ -41,6 +41,24 @@ def test_every_positional_scheme_builds_and_runs(positional):
     assert np.isfinite(np.asarray(logits)).all()
 
 
+@pytest.mark.parametrize(
+    "attention_fn", ["linear", "performer(num_features=16)", "linformer(projected_length=3)"]
+)
+def test_attention_variants_from_the_config(attention_fn):
+    """model.attention_fn replaces attend in every layer; padded examples stay exact."""
+    model, task = build("encoder_classifier", "classify", attention_fn=attention_fn)
+    plain, _ = build("encoder_classifier", "classify")
+    batch = make_batch(task)
+    logits = model(batch, deterministic=True)
+    assert logits.shape == expected_logits_shape(task, 3)
+    assert np.isfinite(np.asarray(logits)).all()
+    assert not np.allclose(logits, plain(batch, deterministic=True), atol=1e-4)
+    # Example 0 is right-padded by 2: alone and unpadded it gets the same logits.
+    alone = {name: value[:1] for name, value in batch.items()}
+    alone["inputs"] = alone["inputs"][:, :-2]
+    np.testing.assert_allclose(model(alone, deterministic=True)[0], logits[0], atol=1e-5)
+
+
 def test_positional_schemes_change_the_function():
     """Each scheme is wired in: same parameters, different positions -> different logits."""
     outputs = {}

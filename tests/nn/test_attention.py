@@ -376,3 +376,18 @@ def test_variant_rejects_bias():
     mha = MultiHeadAttention(D, N, attention="linear", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="no bias"):
         mha(inputs(), bias=jnp.zeros((1, N, T, T)))
+
+
+def test_linformer_projection_is_a_learned_parameter():
+    mha = MultiHeadAttention(
+        D, N, attention="linformer(projected_length=3, max_length=8)", rngs=nnx.Rngs(0)
+    )
+    assert mha.attention_projection[...].shape == (3, 8)
+    graphdef, params, rest = nnx.split(mha, nnx.Param, ...)
+    x = inputs()
+
+    def loss(params):
+        return jnp.sum(nnx.merge(graphdef, params, rest)(x) ** 2)
+
+    grads = jax.grad(loss)(params)
+    assert float(jnp.abs(grads["attention_projection"][...]).max()) > 0

@@ -78,6 +78,22 @@ def test_every_experiment_smoke_variant_trains_and_evaluates(path, tmp_path):
     ).is_dir()
 
 
+@pytest.mark.parametrize("attention_fn", ["performer(num_features=16)", "linformer(max_length=64)"])
+def test_attention_variant_from_an_override_trains_evaluates_and_plots(
+    attention_fn, tmp_path, capsys
+):
+    """Through the whole loop (training, evaluation, plots). The variants
+    have no weight matrix, so no attention maps are drawn; the curves are."""
+    path = str(ROOT / "experiments" / "listops.py")
+    final = train_and_evaluate(smoke(path, **{"model.attention_fn": attention_fn}), tmp_path)
+    assert np.isfinite(final["eval"]["loss"])
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["attention_fn"]
+    assert not list((tmp_path / "plots").glob("attention_*.png"))
+    assert (tmp_path / "plots" / "curves.png").stat().st_size > 1000
+    assert cli.main(["plot", "--workdir", str(tmp_path)]) == 2
+    assert "recorded no attention weights" in capsys.readouterr().err
+
+
 def checkpoint_steps(directory: Path) -> list[int]:
     """Finished checkpoints only (orbax writes into '<step>.orbax-checkpoint-tmp' first)."""
     if not directory.is_dir():
@@ -224,6 +240,8 @@ def test_bad_override_fails_with_a_clear_message(key, value, message):
         ("model.weighting", "softmaxx", "valid weighting names"),
         ("model.score", "dott", "valid score names"),
         ("model.mask", "causel()", "valid mask names"),
+        ("model.attention_fn", "performr", "valid attention names"),
+        ("model.attention_fn", "linear(feature_map='tanh')", "feature_map must be one of"),
         ("model.name", "transformr", "model"),
         ("data.name", "reverso", "reverso"),
         ("optim.name", "adamm", "not an optax optimizer"),
