@@ -244,15 +244,17 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
                     x, y = zip(*points, strict=True)
                     scale = 2**20 if key.startswith("temp") else 1e9
                     label = f"{name}{' causal' if causal else ''}"
-                    ax.plot(x, np.asarray(y) / scale, style, marker="o", label=label)
+                    # One colour per implementation; causal runs are its dashed line.
+                    color = f"C{names.index(name) % 10}"
+                    ax.plot(x, np.asarray(y) / scale, style, marker="o", color=color, label=label)
         if key.startswith("flops"):
             roofline = sorted(
                 {(row["length"], max(row["matmul_flops"].values())) for row in results}
             )
             x, y = zip(*roofline, strict=True)
             ax.plot(x, np.asarray(y) / 1e9, ":", color="gray", label="float32 matmul")
-        else:
-            ax.set_yscale("log")
+        # Log scales: linear attention's effective rate and dense memory span decades.
+        ax.set_yscale("log")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sequence length T")
         ax.set_title(title)
