@@ -33,7 +33,7 @@ def interleaved_medians(
     """Median seconds per case. Every round runs each case in turn, so that the load of a shared
     machine drifts over all cases alike instead of biasing whichever ran last. Within a round a
     case runs twice and only the second call is timed: work that the previous case leaves
-    behind after its result is ready (freeing a large temporary buffer took about 60 ms after
+    behind after its result is ready (freeing a large temporary buffer took about 50 ms after
     dense attention at T=4096) then lands on the untimed call, and each timed call carries the
     leftovers of its own kind instead."""
     for fn, args in cases.values():

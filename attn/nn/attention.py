@@ -201,7 +201,7 @@ class MultiHeadAttention(nnx.Module):
         params = {} if init_params is None else init_params(rngs.params())
         self.attention_param_names = tuple(params)
         for name, value in params.items():
-            setattr(self, f"attention_{name}", nnx.Param(value))
+            setattr(self, f"attention_{name}", nnx.Param(value.astype(param_dtype)))
 
         linear = functools.partial(
             nnx.Linear, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
