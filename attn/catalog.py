@@ -63,7 +63,7 @@ _TABLES: dict[str, dict[str, Callable[..., Any]]] = {
 }
 # Tables whose entries need flax or tensorflow-datasets: imported on first use, so that
 # `import attn` stays jax-only. Their entries are classes and specs, returned as they are.
-_LAZY_TABLES = {"dataset": "attn.data.catalog:DATASETS", "model": "attn.models:MODELS"}
+_LAZY_TABLES = {"dataset": "attn.data.datasets:DATASETS", "model": "attn.models:MODELS"}
 # Kinds whose entries are factories: a spec calls them. Others bind arguments with partial.
 _FACTORY_KINDS = frozenset({"mask", "attention"})
 _MASK_OPERATORS = {ast.BitAnd: operator.and_, ast.BitOr: operator.or_}

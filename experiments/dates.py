@@ -15,22 +15,18 @@ cores (measured numbers in BUILD_NOTES.md).
 
 from attn.train.config import base_config, shorten_for_smoke
 
+ARGS = ("smoke",)
+
 
 def get_config(arg: str | None = None):
-    config = base_config()
+    config = base_config(model="rnn_seq2seq")
     config.data.update(name="dates", batch_size=64, num_train=20_000, num_test=1_000)
-    config.model.update(
-        name="rnn_seq2seq", cell="gru", attention="additive", embed_features=32, hidden_features=128
-    )
+    config.model.update(cell="gru", embed_features=32, hidden_features=128)
+    config.model.attention.score = "additive"
     config.optim.update(
         learning_rate=3e-3,
         schedule="warmup_cosine_decay_schedule",
-        schedule_kwargs={
-            "init_value": 0.0,
-            "peak_value": 1.0,
-            "warmup_steps": 100,
-            "decay_steps": 3000,
-        },
+        schedule_kwargs={"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 100},
     )
     config.train.update(num_steps=3000, eval_every=1000, checkpoint_every=500, log_every=100)
     if arg == "smoke":

@@ -12,9 +12,11 @@ Expected: clearly above chance (measured numbers in BUILD_NOTES.md).
 
 from attn.train.config import base_config, shorten_for_smoke
 
+ARGS = ("smoke",)
+
 
 def get_config(arg: str | None = None):
-    config = base_config()
+    config = base_config(model="encoder_classifier")
     config.data.update(
         name="listops",
         batch_size=32,
@@ -25,7 +27,6 @@ def get_config(arg: str | None = None):
         max_length=256,
     )
     config.model.update(
-        name="encoder_classifier",
         pool="mean",
         num_layers=2,
         num_heads=4,
@@ -35,12 +36,7 @@ def get_config(arg: str | None = None):
     config.optim.update(
         learning_rate=1e-3,
         schedule="warmup_cosine_decay_schedule",
-        schedule_kwargs={
-            "init_value": 0.0,
-            "peak_value": 1.0,
-            "warmup_steps": 200,
-            "decay_steps": 3000,
-        },
+        schedule_kwargs={"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 200},
     )
     config.train.update(
         num_steps=3000, eval_every=1000, checkpoint_every=500, log_every=100, best_metric="accuracy"

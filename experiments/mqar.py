@@ -14,9 +14,11 @@ Expected: >= 99% query accuracy at sequence length 64 with 8 pairs (measured in 
 
 from attn.train.config import base_config, shorten_for_smoke
 
+ARGS = ("smoke",)
+
 
 def get_config(arg: str | None = None):
-    config = base_config()
+    config = base_config(model="decoder_lm")
     config.data.update(
         name="mqar",
         batch_size=64,
@@ -26,23 +28,12 @@ def get_config(arg: str | None = None):
         num_train=20_000,
         num_test=1_000,
     )
-    config.model.update(
-        name="decoder_lm",
-        num_layers=2,
-        num_heads=2,
-        features=64,
-        mlp_features=128,
-        positional="rope",
-    )
+    config.model.update(num_layers=2, num_heads=2, features=64, mlp_features=128)
+    config.model.attention.positional = "rope"
     config.optim.update(
         learning_rate=1e-3,
         schedule="warmup_cosine_decay_schedule",
-        schedule_kwargs={
-            "init_value": 0.0,
-            "peak_value": 1.0,
-            "warmup_steps": 200,
-            "decay_steps": 4000,
-        },
+        schedule_kwargs={"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 200},
     )
     config.train.update(
         num_steps=4000, eval_every=1000, checkpoint_every=500, log_every=100, best_metric="accuracy"

@@ -12,28 +12,18 @@ Expected: 100% sequence accuracy on the test split.
 
 from attn.train.config import base_config, shorten_for_smoke
 
+ARGS = ("smoke",)
+
 
 def get_config(arg: str | None = None):
-    config = base_config()
+    config = base_config(model="encoder_classifier")
     config.data.update(name="reverse", length=16, num_symbols=10, batch_size=64)
-    config.model.update(
-        name="encoder_classifier",
-        pool="none",
-        num_layers=1,
-        num_heads=1,
-        features=32,
-        mlp_features=64,
-        positional="sinusoidal",
-    )
+    config.model.update(pool="none", num_layers=1, num_heads=1, features=32, mlp_features=64)
+    config.model.attention.positional = "sinusoidal"
     config.optim.update(
         learning_rate=3e-3,
         schedule="warmup_cosine_decay_schedule",
-        schedule_kwargs={
-            "init_value": 0.0,
-            "peak_value": 1.0,
-            "warmup_steps": 100,
-            "decay_steps": 1500,
-        },
+        schedule_kwargs={"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 100},
     )
     config.train.update(num_steps=1500, eval_every=500, checkpoint_every=500, log_every=100)
     if arg == "smoke":

@@ -13,19 +13,14 @@ Expected: eval loss about 1.9 after 2000 steps (not measured here: no download o
 
 from attn.train.config import base_config, shorten_for_smoke
 
+ARGS = ("smoke",)
+
 
 def get_config(arg: str | None = None):
-    config = base_config()
+    config = base_config(model="decoder_lm")
     config.data.update(name="tiny_shakespeare", batch_size=12, seq_len=64)
-    config.model.update(
-        name="decoder_lm",
-        num_layers=4,
-        num_heads=4,
-        features=128,
-        mlp_features=512,
-        dropout_rate=0.0,
-        positional="learned",
-    )
+    config.model.update(num_layers=4, num_heads=4, features=128, mlp_features=512)
+    config.model.attention.positional = "learned"
     config.optim.update(
         learning_rate=1e-3,
         kwargs={"b2": 0.99, "weight_decay": 0.1},
@@ -34,7 +29,6 @@ def get_config(arg: str | None = None):
             "init_value": 0.0,
             "peak_value": 1.0,
             "warmup_steps": 100,
-            "decay_steps": 2000,
             "end_value": 0.1,
         },
     )

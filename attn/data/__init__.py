@@ -9,8 +9,15 @@
 Reading needs tensorflow-datasets, array_record and grain; never TensorFlow.
 """
 
-from attn.data.catalog import COMMON_DEFAULTS, DATASETS, DatasetSpec, get_task, resolve_data_dir
-from attn.data.task import KINDS, Task
+from attn.data.datasets import (
+    COMMON_DEFAULTS,
+    DATASETS,
+    DatasetSpec,
+    check_config,
+    get_task,
+    resolve_data_dir,
+)
+from attn.data.task import Task
 from attn.data.tokenizers import (
     BOS_ID,
     EOS_ID,
@@ -26,7 +33,6 @@ __all__ = [
     "COMMON_DEFAULTS",
     "DATASETS",
     "EOS_ID",
-    "KINDS",
     "PAD_ID",
     "ByteTokenizer",
     "ClassLabels",
@@ -34,6 +40,7 @@ __all__ = [
     "SymbolTokenizer",
     "Task",
     "Tokenizer",
+    "check_config",
     "get_task",
     "resolve_data_dir",
 ]

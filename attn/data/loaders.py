@@ -19,7 +19,7 @@ from attn.data import dates, listops, mqar, sequence_tasks
 from attn.data.builder import SPLITS, GeneratedBuilder, SizedConfig
 from attn.data.locks import preparation_lock
 from attn.data.task import Task, pad_to
-from attn.data.text_catalog import NO_GCS, LmWindows, as_bytes, byte_ids, load_catalog_splits
+from attn.data.tfds_text import NO_GCS, LmWindows, as_bytes, byte_ids, load_catalog_splits
 from attn.data.tokenizers import ByteTokenizer, ClassLabels
 
 __all__ = [

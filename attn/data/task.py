@@ -16,10 +16,9 @@ import grain
 import numpy as np
 
 from attn.data.tokenizers import ClassLabels, Tokenizer
+from attn.models.task import TASK_KINDS
 
-__all__ = ["KINDS", "Task", "check_batching", "pad_to"]
-
-KINDS = ("classify", "tag", "seq2seq", "lm")
+__all__ = ["Task", "check_batching", "pad_to"]
 _READ_CHUNK = 1024  # records per batched read when caching a split
 
 
@@ -86,8 +85,8 @@ class Task:
     config: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"kind must be one of {TASK_KINDS}, got {self.kind!r}")
         check_batching(self.batch_size, self.eval_batch_size, self.seed)
         if "train" not in self.splits or len(self.splits["train"]) == 0:
             raise ValueError(f"task {self.name!r} needs a non-empty 'train' split")

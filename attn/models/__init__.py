@@ -1,11 +1,14 @@
 """Task models built from :mod:`attn.nn`, chosen by ``model.name`` in an experiment config.
 
-    model = attn.models.build_model(config.model, task, rngs=nnx.Rngs(0))
+    config.model = attn.models.default_config("decoder_lm")   # every option with its default
+    options = attn.models.parse_options(config.model)          # checked, or ValueError
+    model = attn.models.build_model(options, task, rngs=nnx.Rngs(0))
     logits = model(batch, deterministic=False)      # training
     predictions = model.predict(batch)              # evaluation, from the inputs alone
     maps = model.attention_maps(batch)              # "encoder/layer0/self" -> [B, N, T, S]
 
-See :class:`ModelConfig` for every config key and its default.
+Each model class owns the dataclass of its options (``Model.Options``); the config's
+``model`` section is that dataclass's fields.
 """
 
 from __future__ import annotations
@@ -13,25 +16,33 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import ml_collections
 from flax import nnx
 
+from attn.models import options as options_lib
 from attn.models.base import TaskModel
-from attn.models.config import ModelConfig, TaskSpec, check_task, parse_config
 from attn.models.decoder_lm import DecoderLM
 from attn.models.encoder_classifier import EncoderClassifier
 from attn.models.encoder_decoder import EncoderDecoder
 from attn.models.rnn_seq2seq import RNNSeq2Seq
+from attn.models.stacks import AttentionOptions, TransformerOptions
+from attn.models.task import TASK_KINDS, TaskInfo, TaskSpec, check_task
 
 __all__ = [
     "MODELS",
+    "TASK_KINDS",
+    "AttentionOptions",
     "DecoderLM",
     "EncoderClassifier",
     "EncoderDecoder",
-    "ModelConfig",
     "RNNSeq2Seq",
+    "TaskInfo",
     "TaskModel",
     "TaskSpec",
+    "TransformerOptions",
     "build_model",
+    "default_config",
+    "parse_options",
 ]
 
 MODELS: dict[str, type[TaskModel]] = {
@@ -42,18 +53,42 @@ MODELS: dict[str, type[TaskModel]] = {
 }
 
 
-def build_model(
-    model_config: Mapping[str, Any] | Any, task: TaskSpec, *, rngs: nnx.Rngs
-) -> TaskModel:
-    """The model named by ``model_config["name"]`` for ``task``, with fresh parameters.
+def _model_class(name: Any) -> type[TaskModel]:
+    if name not in MODELS:
+        raise ValueError(f"model.name: unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    return MODELS[name]
 
-    ``model_config`` is a dict or ``ml_collections.ConfigDict`` (keys: :class:`ModelConfig`);
-    ``task`` has ``kind``, ``input_vocab_size``, ``target_vocab_size``, ``input_length`` and
-    ``target_length``. Unknown names, keys or values, and a task kind the model does not
-    handle, raise ``ValueError``.
+
+def default_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
+    """The ``model`` config section of model ``name``: every option with its default, and
+    ``overrides`` (checked)."""
+    options = options_lib.parse_options(
+        _model_class(name).Options, {"name": name, **overrides}, "model"
+    )
+    return options_lib.as_config_dict(options)
+
+
+def parse_options(model_config: Mapping[str, Any] | Any) -> Any:
+    """The options dataclass of the model named by ``model_config["name"]``, filled from
+    ``model_config`` (a dict or ConfigDict); unknown keys and bad values raise ``ValueError``
+    naming the key (``model.attention.score``) and the valid choices."""
+    if isinstance(model_config, ml_collections.ConfigDict):
+        model_config = model_config.to_dict()
+    if not isinstance(model_config, Mapping):
+        raise TypeError(f"model config must be a dict or ConfigDict, got {type(model_config)}")
+    model_class = _model_class(model_config.get("name"))
+    return options_lib.parse_options(model_class.Options, model_config, "model")
+
+
+def build_model(options: Any, task: TaskSpec, *, rngs: nnx.Rngs) -> TaskModel:
+    """The model ``options.name`` for ``task``, with fresh parameters.
+
+    ``options`` is a model's options dataclass (see :func:`parse_options`), or a dict or
+    ConfigDict parsed into one. ``task`` has ``kind``, ``input_vocab_size``,
+    ``target_vocab_size``, ``input_length`` and ``target_length``. A task kind the model does
+    not handle raises ``ValueError``.
     """
-    config = parse_config(model_config)
-    if config.name not in MODELS:
-        raise ValueError(f"unknown model {config.name!r}; valid models: {', '.join(MODELS)}")
-    model_class = MODELS[config.name]
-    return model_class(config, check_task(task, config.name, model_class.kinds), rngs=rngs)
+    if isinstance(options, Mapping | ml_collections.ConfigDict):
+        options = parse_options(options)
+    model_class = _model_class(options.name)
+    return model_class(options, check_task(task, options.name, model_class.kinds), rngs=rngs)

@@ -9,8 +9,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attn import catalog, masks
-
 __all__ = [
     "Batch",
     "TaskModel",
@@ -38,16 +36,14 @@ def batch_array(batch: Batch, name: str, rank: int) -> Array:
     return array.astype(jnp.int32)
 
 
-def padding_mask(valid_bs: Array, extra: str | None = None) -> masks.Mask | Array:
-    """Keys that are real tokens (``valid [B, S]``), ``&`` the config's extra mask spec.
+def padding_mask(valid_bs: Array) -> Array:
+    """Keys that are real tokens (``valid [B, S]``) as a bool mask ``[B, 1, 1, S]``.
 
     A bool array rather than lengths, so padding may sit anywhere; its query axis has size 1,
-    which keeps it valid for any query chunk (a KV-cache step included).
+    which keeps it valid for any query chunk (a KV-cache step included). The config's own
+    mask (``model.attention.mask``) is applied by the attention modules themselves.
     """
-    key_mask_b11s = valid_bs[:, None, None, :]
-    if extra is None:
-        return key_mask_b11s
-    return catalog.get("mask", extra) & key_mask_b11s
+    return valid_bs[:, None, None, :]
 
 
 def attention_maps_from(captured: nnx.State) -> dict[str, Array]:
@@ -92,6 +88,7 @@ class TaskModel(nnx.Module):
     """
 
     kinds: ClassVar[tuple[str, ...]] = ()
+    Options: ClassVar[type]  # the dataclass of the model's options (its config section)
 
     def __call__(self, batch: Batch, *, deterministic: bool) -> Array:
         """float32 logits: classify ``[B, C]``; tag and lm ``[B, T, V]``; seq2seq ``[B, U, V]``

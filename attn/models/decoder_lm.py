@@ -16,10 +16,10 @@ from attn.models.base import (
     padding_mask,
     record_attention,
 )
-from attn.models.config import ModelConfig, TaskInfo
 from attn.models.decoding import choose_tokens, decode_loop
-from attn.models.embedding import Embedder, decoding_offset
-from attn.models.stacks import build_decoder, self_attention_score
+from attn.models.embedding import Embedder
+from attn.models.stacks import DTYPES, TransformerOptions, build_decoder
+from attn.models.task import TaskInfo
 
 __all__ = ["DecoderLM"]
 
@@ -35,28 +35,25 @@ class DecoderLM(TaskModel):
     """
 
     kinds = ("lm",)
+    Options = TransformerOptions
 
-    def __init__(self, config: ModelConfig, task: TaskInfo, *, rngs: nnx.Rngs):
-        self.extra_mask = config.mask
+    def __init__(self, config: TransformerOptions, task: TaskInfo, *, rngs: nnx.Rngs):
+        dtype = DTYPES[config.dtype]
         self.embed = Embedder(
             max(task.input_vocab_size, task.target_vocab_size),
             config.features,
-            positional=config.positional,
+            positional=config.attention.positional,
             max_length=task.input_length,
             dropout_rate=config.dropout_rate,
-            dtype=config.compute_dtype,
+            dtype=dtype,
             rngs=rngs,
         )
         self.decoder = build_decoder(config, cross_attention=False, rngs=rngs)
-        self.head = nnx.Linear(
-            config.features, task.target_vocab_size, dtype=config.compute_dtype, rngs=rngs
-        )
+        self.head = nnx.Linear(config.features, task.target_vocab_size, dtype=dtype, rngs=rngs)
 
     def _forward(self, tokens_bt: Array, deterministic: bool) -> Array:
         x_btd = self.embed(tokens_bt, deterministic=deterministic)
-        h_btd = self.decoder(
-            x_btd, mask=padding_mask(tokens_bt != 0, self.extra_mask), deterministic=deterministic
-        )
+        h_btd = self.decoder(x_btd, mask=padding_mask(tokens_bt != 0), deterministic=deterministic)
         return self.head(h_btd).astype(jnp.float32)
 
     def __call__(self, batch: Batch, *, deterministic: bool) -> Array:
@@ -83,13 +80,9 @@ class DecoderLM(TaskModel):
     def _decode(self, tokens_bt: Array, start: Array, key_valid_bl: Array) -> Array:
         """Logits ``[B, T_new, V]`` for tokens at ``start, ...``, appended to the KV cache."""
         x_btd = self.embed(tokens_bt, start=start, deterministic=True)
-        with decoding_offset(self_attention_score(self.decoder), start):
-            h_btd = self.decoder(
-                x_btd,
-                mask=padding_mask(key_valid_bl, self.extra_mask),
-                decode=True,
-                deterministic=True,
-            )
+        h_btd = self.decoder(
+            x_btd, mask=padding_mask(key_valid_bl), decode=True, deterministic=True
+        )
         return self.head(h_btd).astype(jnp.float32)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -14,13 +16,22 @@ from attn.models.base import (
     padding_mask,
     record_attention,
 )
-from attn.models.config import ModelConfig, TaskInfo
 from attn.models.embedding import Embedder
-from attn.models.stacks import build_encoder
+from attn.models.options import option
+from attn.models.stacks import DTYPES, TransformerOptions, build_encoder
+from attn.models.task import TaskInfo
 
-__all__ = ["EncoderClassifier"]
+__all__ = ["EncoderClassifier", "EncoderClassifierOptions"]
 
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderClassifierOptions(TransformerOptions):
+    """The Transformer options and ``pool``: ``"mean"``, ``"cls"`` or ``"none"`` (per-token
+    logits); ``None`` picks by task kind ("none" for tagging, "mean" for classification)."""
+
+    pool: str | None = option(None, choices=("mean", "cls", "none"))
 
 
 class EncoderClassifier(TaskModel):
@@ -33,8 +44,9 @@ class EncoderClassifier(TaskModel):
     """
 
     kinds = ("classify", "tag")
+    Options = EncoderClassifierOptions
 
-    def __init__(self, config: ModelConfig, task: TaskInfo, *, rngs: nnx.Rngs):
+    def __init__(self, config: EncoderClassifierOptions, task: TaskInfo, *, rngs: nnx.Rngs):
         pool = config.pool or ("none" if task.kind == "tag" else "mean")
         if (task.kind == "tag") != (pool == "none"):
             raise ValueError(
@@ -44,20 +56,18 @@ class EncoderClassifier(TaskModel):
         self.pool = pool
         self.cls_id = task.input_vocab_size
         extra = 1 if pool == "cls" else 0
-        self.extra_mask = config.mask
+        dtype = DTYPES[config.dtype]
         self.embed = Embedder(
             task.input_vocab_size + extra,
             config.features,
-            positional=config.positional,
+            positional=config.attention.positional,
             max_length=task.input_length + extra,
             dropout_rate=config.dropout_rate,
-            dtype=config.compute_dtype,
+            dtype=dtype,
             rngs=rngs,
         )
         self.encoder = build_encoder(config, rngs=rngs)
-        self.head = nnx.Linear(
-            config.features, task.target_vocab_size, dtype=config.compute_dtype, rngs=rngs
-        )
+        self.head = nnx.Linear(config.features, task.target_vocab_size, dtype=dtype, rngs=rngs)
 
     def _tokens(self, batch: Batch) -> Array:
         tokens_bt = batch_array(batch, "inputs", 2)
@@ -69,9 +79,7 @@ class EncoderClassifier(TaskModel):
     def _encode(self, tokens_bt: Array, deterministic: bool) -> Array:
         valid_bt = tokens_bt != 0
         x_btd = self.embed(tokens_bt, deterministic=deterministic)
-        return self.encoder(
-            x_btd, mask=padding_mask(valid_bt, self.extra_mask), deterministic=deterministic
-        )
+        return self.encoder(x_btd, mask=padding_mask(valid_bt), deterministic=deterministic)
 
     def __call__(self, batch: Batch, *, deterministic: bool) -> Array:
         tokens_bt = self._tokens(batch)

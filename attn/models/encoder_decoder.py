@@ -7,10 +7,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attn.models.base import Batch, TaskModel, batch_array, padding_mask, record_attention
-from attn.models.config import ModelConfig, TaskInfo
 from attn.models.decoding import decode_loop, shift_right
-from attn.models.embedding import Embedder, decoding_offset
-from attn.models.stacks import build_decoder, build_encoder, self_attention_score
+from attn.models.embedding import Embedder
+from attn.models.stacks import DTYPES, TransformerOptions, build_decoder, build_encoder
+from attn.models.task import TaskInfo
 
 __all__ = ["EncoderDecoder"]
 
@@ -22,19 +22,20 @@ class EncoderDecoder(TaskModel):
 
     The decoder reads ``targets`` shifted right behind a BOS token whose id is
     ``target_vocab_size`` (the target table has one extra row). Padding (id 0) is masked as
-    keys on both sides; ``config.mask`` applies to both stacks' self-attention.
+    keys on both sides; ``attention.mask`` applies to both stacks' self-attention.
     """
 
     kinds = ("seq2seq",)
+    Options = TransformerOptions
 
-    def __init__(self, config: ModelConfig, task: TaskInfo, *, rngs: nnx.Rngs):
-        self.extra_mask = config.mask
+    def __init__(self, config: TransformerOptions, task: TaskInfo, *, rngs: nnx.Rngs):
         self.bos_id = task.target_vocab_size
         self.target_length = task.target_length
+        dtype = DTYPES[config.dtype]
         embed = dict(
-            positional=config.positional,
+            positional=config.attention.positional,
             dropout_rate=config.dropout_rate,
-            dtype=config.compute_dtype,
+            dtype=dtype,
             rngs=rngs,
         )
         self.embed_inputs = Embedder(
@@ -45,17 +46,13 @@ class EncoderDecoder(TaskModel):
         )
         self.encoder = build_encoder(config, rngs=rngs)
         self.decoder = build_decoder(config, cross_attention=True, rngs=rngs)
-        self.head = nnx.Linear(
-            config.features, task.target_vocab_size, dtype=config.compute_dtype, rngs=rngs
-        )
+        self.head = nnx.Linear(config.features, task.target_vocab_size, dtype=dtype, rngs=rngs)
 
     def _encode(self, inputs_bt: Array, deterministic: bool) -> tuple[Array, Array]:
         """Encoder output ``[B, T, D]`` and its cross-attention mask ``[B, 1, 1, T]``."""
         valid_bt = inputs_bt != 0
         x_btd = self.embed_inputs(inputs_bt, deterministic=deterministic)
-        memory_btd = self.encoder(
-            x_btd, mask=padding_mask(valid_bt, self.extra_mask), deterministic=deterministic
-        )
+        memory_btd = self.encoder(x_btd, mask=padding_mask(valid_bt), deterministic=deterministic)
         return memory_btd, padding_mask(valid_bt)
 
     def _teacher_forced(self, inputs_bt: Array, targets_bu: Array, deterministic: bool) -> Array:
@@ -64,7 +61,7 @@ class EncoderDecoder(TaskModel):
         y_bud = self.embed_targets(decoder_inputs_bu, deterministic=deterministic)
         h_bud = self.decoder(
             y_bud,
-            mask=padding_mask(decoder_inputs_bu != 0, self.extra_mask),
+            mask=padding_mask(decoder_inputs_bu != 0),
             context=memory_btd,
             context_mask=memory_mask,
             deterministic=deterministic,
@@ -104,15 +101,14 @@ def _jit_greedy(model: EncoderDecoder, inputs_bt: Array) -> tuple[Array, Array]:
     def step(model, key_valid_bu, tokens_b, position):
         key_valid_bu = key_valid_bu.at[:, position].set(tokens_b != 0)
         y_b1d = model.embed_targets(tokens_b[:, None], start=position, deterministic=True)
-        with decoding_offset(self_attention_score(model.decoder), position):
-            h_b1d = model.decoder(
-                y_b1d,
-                mask=padding_mask(key_valid_bu, model.extra_mask),
-                context=memory_btd,
-                context_mask=memory_mask,
-                decode=True,
-                deterministic=True,
-            )
+        h_b1d = model.decoder(
+            y_b1d,
+            mask=padding_mask(key_valid_bu),
+            context=memory_btd,
+            context_mask=memory_mask,
+            decode=True,
+            deterministic=True,
+        )
         logits_bv = model.head(h_b1d[:, 0]).astype(jnp.float32)
         return logits_bv, key_valid_bu, logits_bv
 

@@ -14,7 +14,7 @@ from flax import nnx
 import attn
 from attn.nn import AdditiveAttention, BilinearAttention
 
-__all__ = ["CELLS", "RNN_ATTENTIONS", "AttentionStep", "BidirectionalEncoder", "DotAttention"]
+__all__ = ["CELLS", "RNN_SCORES", "AttentionStep", "BidirectionalEncoder", "DotAttention"]
 
 Array = jax.Array
 Carry = Any  # GRU: h [B, H]; LSTM: (c [B, H], h [B, H])
@@ -100,7 +100,7 @@ class DotAttention(nnx.Module):
         return out_b11d[:, 0, 0], weights_b11s[:, 0, 0]
 
 
-RNN_ATTENTIONS: dict[str, Callable[..., nnx.Module]] = {
+RNN_SCORES: dict[str, Callable[..., nnx.Module]] = {
     "additive": lambda features, weighting, rngs: AdditiveAttention(
         features, features, features, weighting=weighting, rngs=rngs
     ),
@@ -122,7 +122,7 @@ class AttentionStep(nnx.Module):
     def __init__(
         self,
         cell: str,
-        attention: str,
+        score: str,
         embed_features: int,
         features: int,
         *,
@@ -131,7 +131,7 @@ class AttentionStep(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.cell = CELLS[cell](embed_features + features, features, dtype=dtype, rngs=rngs)
-        self.attention = RNN_ATTENTIONS[attention](features, weighting, rngs)
+        self.attention = RNN_SCORES[score](features, weighting, rngs)
 
     def __call__(
         self, carry: Carry, y_be: Array, memory_bsh: Array, memory_valid_bs: Array

@@ -2,19 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from attn.models.base import Batch, TaskModel, batch_array
-from attn.models.config import ModelConfig, TaskInfo
 from attn.models.decoding import decode_loop, shift_right
 from attn.models.embedding import Embedder
-from attn.models.recurrent import AttentionStep, BidirectionalEncoder, Carry
+from attn.models.options import option
+from attn.models.recurrent import CELLS, RNN_SCORES, AttentionStep, BidirectionalEncoder, Carry
+from attn.models.stacks import DTYPES
+from attn.models.task import TaskInfo
 
-__all__ = ["RNNSeq2Seq"]
+__all__ = ["RNNAttentionOptions", "RNNSeq2Seq", "RNNSeq2SeqOptions"]
 
 Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNAttentionOptions:
+    """``model.attention`` of the RNN model: ``score`` "additive" (Bahdanau), "general" or
+    "dot" (Luong), and the ``weighting`` of the scores."""
+
+    score: str = option("additive", choices=tuple(RNN_SCORES))
+    weighting: str = option("softmax", catalog_kind="weighting")
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNSeq2SeqOptions:
+    """``model`` of the RNN encoder-decoder. ``hidden_features`` is the decoder's state size
+    and must be even (the encoder's two directions have half each)."""
+
+    name: str
+    cell: str = option("gru", choices=tuple(CELLS))
+    embed_features: int = option(64, minimum=1)
+    hidden_features: int = option(128, minimum=2)
+    dropout_rate: float = option(0.0, minimum=0.0, below=1.0)  # embeddings and readout
+    dtype: str = option("float32", choices=tuple(DTYPES))
+    attention: RNNAttentionOptions = option(RNNAttentionOptions())
 
 
 class RNNSeq2Seq(TaskModel):
@@ -23,22 +50,22 @@ class RNNSeq2Seq(TaskModel):
     * Encoder: a bidirectional ``cell`` with ``hidden_features / 2`` units per direction that
       skips padding (id 0, anywhere), giving states ``[B, T, hidden_features]``.
     * Decoder start: ``tanh(Linear(backward summary))``.
-    * Step ``t``: the previous hidden state attends over the encoder states (``attention``:
-      "additive" = Bahdanau, "general"/"dot" = Luong's scores), the context and the embedding of
-      token ``t - 1`` (BOS id ``target_vocab_size`` at ``t = 0``) go into the cell, and
+    * Step ``t``: the previous hidden state attends over the encoder states
+      (``attention.score``: "additive" = Bahdanau, "general"/"dot" = Luong's scores), the
+      context and the embedding of token ``t - 1`` (BOS id ``target_vocab_size`` at ``t = 0``)
+      go into the cell, and
       ``Linear([h_t; context_t])`` gives the logits. Feeding the context to the cell already is
       input feeding, so there is no separate option.
 
-    ``positional``, ``score`` and the Transformer keys are unused; ``weighting`` and ``dtype``
-    apply, and ``dropout_rate`` drops embeddings and the readout.
+    Options: :class:`RNNSeq2SeqOptions`.
     """
 
     kinds = ("seq2seq",)
+    Options = RNNSeq2SeqOptions
 
-    def __init__(self, config: ModelConfig, task: TaskInfo, *, rngs: nnx.Rngs):
-        embed_features = config.embed_features or config.features
-        features = config.hidden_features or config.features
-        dtype = config.compute_dtype
+    def __init__(self, config: RNNSeq2SeqOptions, task: TaskInfo, *, rngs: nnx.Rngs):
+        embed_features, features = config.embed_features, config.hidden_features
+        dtype = DTYPES[config.dtype]
         self.bos_id = task.target_vocab_size
         self.target_length = task.target_length
         embed = dict(positional="none", dropout_rate=config.dropout_rate, dtype=dtype, rngs=rngs)
@@ -54,10 +81,10 @@ class RNNSeq2Seq(TaskModel):
         self.bridge = nnx.Linear(features // 2, features, dtype=dtype, rngs=rngs)
         self.step = AttentionStep(
             config.cell,
-            config.attention,
+            config.attention.score,
             embed_features,
             features,
-            weighting=config.weighting,
+            weighting=config.attention.weighting,
             dtype=dtype,
             rngs=rngs,
         )

@@ -1,11 +1,12 @@
 """Flax NNX modules that own parameters and call the pure functions of :mod:`attn`."""
 
-from attn.nn.attention import MultiHeadAttention
+from attn.nn.attention import POSITIONALS, MultiHeadAttention
 from attn.nn.rnn_attention import AdditiveAttention, BilinearAttention
 from attn.nn.transformer import MLP, TransformerBlock, TransformerDecoder, TransformerEncoder
 
 __all__ = [
     "MLP",
+    "POSITIONALS",
     "AdditiveAttention",
     "BilinearAttention",
     "MultiHeadAttention",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +19,15 @@ from flax import nnx
 import attn
 from attn import masks
 
-__all__ = ["MultiHeadAttention"]
+__all__ = ["POSITIONALS", "MultiHeadAttention"]
 
 Array = jax.Array
+
+# Position schemes a model may name. "rope" acts on q and k, "alibi" and "t5" are bias rules
+# (_BIAS_SCHEMES); "sinusoidal" and "learned" are added to the inputs, outside attention.
+POSITIONALS = ("none", "sinusoidal", "learned", "rope", "alibi", "t5")
+_BIAS_SCHEMES = ("alibi", "t5")
+T5_BUCKETS, T5_MAX_DISTANCE = 32, 128  # T5's own settings
 
 
 def concrete_value(x: Any) -> np.ndarray | None:
@@ -55,6 +62,37 @@ class _AtAbsolutePositions(masks.Mask):
         return self.inner.rule(b, h, q_idx + self.offsets[b], kv_idx)
 
 
+def _deprecated_spellings(
+    positional: str, variant: Any, use_rope: bool | None, attention: Any
+) -> tuple[str, Any]:
+    """``positional`` and ``variant``, honouring their older names ``use_rope`` and
+    ``attention`` (with a DeprecationWarning)."""
+    if use_rope is not None:
+        warnings.warn(
+            "MultiHeadAttention(use_rope=...) is deprecated; use positional='rope'",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if use_rope:
+            positional = "rope"
+    if attention is not None:
+        warnings.warn(
+            "MultiHeadAttention(attention=...) is deprecated; use variant=...",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        variant = attention
+    return positional, variant
+
+
+def _raise_overflow(end_b: np.ndarray, max_length: int) -> None:
+    """Host side of the KV-cache overflow check under ``jit`` (see ``_check_decode``)."""
+    raise ValueError(
+        f"decode: KV cache overflow: the cache holds max_length={max_length} tokens, these "
+        f"inputs would end at positions {np.asarray(end_b).tolist()}"
+    )
+
+
 def _positive_int(value: Any, name: str) -> int:
     if not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"MultiHeadAttention: {name} must be a positive int, got {value!r}")
@@ -79,8 +117,17 @@ class MultiHeadAttention(nnx.Module):
       out_features: output features (default ``in_features``).
       score: ``(q, k) -> logits`` or a catalog name (see :mod:`attn.catalog`).
       weighting: ``(logits, mask) -> weights`` or a catalog name.
+      mask: a mask applied on every call, ``&`` the call's own: an :class:`attn.masks.Mask`
+        or a catalog ``"mask"`` spec such as ``"sliding_window(64)"``. Like a call's Mask it
+        holds at absolute positions while decoding.
+      positional: the position scheme (one of :data:`POSITIONALS`). Inside attention
+        ``"rope"`` rotates q and k by their positions (:func:`attn.positional.rope`),
+        ``"alibi"`` adds :func:`attn.positional.alibi_rule` and ``"t5"`` a learned T5 relative
+        bias (:func:`attn.positional.t5_relative_rule`, a ``[32, N]`` table, bidirectional
+        buckets up to distance 128) as bias *rules*, so every implementation (the chunked
+        kernel included) evaluates them where it needs them; ``"sinusoidal"``, ``"learned"``
+        and ``"none"`` add nothing here (absolute positions belong to the inputs).
       use_bias: biases in the four projections.
-      use_rope: rotate q and k by their positions (:func:`attn.positional.rope`).
       rope_base, rotary_dim: RoPE frequency base and number of rotated features (default all).
       qk_norm: RMS-normalise q and k over ``head_dim`` (before RoPE), one scale each.
       dropout_rate: attention-weight dropout; draws keys from the ``"dropout"`` stream of
@@ -91,10 +138,10 @@ class MultiHeadAttention(nnx.Module):
       deterministic: default for the call argument of the same name (dropout off when True);
         ``model.eval()`` / ``model.train()`` and ``nnx.view`` set it.
       implementation: passed to :func:`attn.attend`.
-      attention: a whole-attention function ``(q, k, v, *, mask) -> out`` used instead of
+      variant: a whole-attention function ``(q, k, v, *, mask) -> out`` used instead of
         :func:`attn.attend`, or a catalog ``"attention"`` spec such as ``"linear"`` or
         ``"performer(num_features=128)"`` or ``"linformer(projected_length=64,
-        max_length=512)"`` (see :mod:`attn.kernels.variants`; a variant's learned parameters,
+        max_length=512)"`` (see :mod:`attn.variants`; a variant's learned parameters,
         such as Linformer's projection, become parameters of this module). It takes the
         place of ``score`` and ``weighting``, so those must keep their defaults, and it takes
         no bias or attention dropout and records no weights (there is no weight matrix).
@@ -102,6 +149,7 @@ class MultiHeadAttention(nnx.Module):
       dtype: computation dtype of the projections (default: inferred from inputs and params).
       param_dtype: parameter dtype.
       rngs: ``nnx.Rngs`` with a ``"params"`` stream (and ``"dropout"`` if ``dropout_rate > 0``).
+      use_rope, attention: deprecated spellings of ``positional="rope"`` and ``variant``.
 
     KV-cache decoding: call :meth:`init_cache` once, then call with ``decode=True`` on chunks
     ``[B, T_new, D]`` (a prompt, then one token at a time). See :meth:`__call__`.
@@ -118,8 +166,9 @@ class MultiHeadAttention(nnx.Module):
         out_features: int | None = None,
         score: Callable[..., Array] | str = "scaled_dot",
         weighting: Callable[..., Array] | str = "softmax",
+        mask: masks.Mask | str | None = None,
+        positional: str = "none",
         use_bias: bool = False,
-        use_rope: bool = False,
         rope_base: float = 10000.0,
         rotary_dim: int | None = None,
         qk_norm: bool = False,
@@ -127,11 +176,14 @@ class MultiHeadAttention(nnx.Module):
         record_weights: bool = False,
         deterministic: bool = False,
         implementation: str = "auto",
-        attention: Callable[..., Array] | str | None = None,
+        variant: Callable[..., Array] | str | None = None,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
+        use_rope: bool | None = None,
+        attention: Callable[..., Array] | str | None = None,
     ):
+        positional, variant = _deprecated_spellings(positional, variant, use_rope, attention)
         in_features = _positive_int(in_features, "in_features")
         num_heads = _positive_int(num_heads, "num_heads")
         num_kv_heads = _positive_int(
@@ -156,7 +208,11 @@ class MultiHeadAttention(nnx.Module):
         out_features = _positive_int(
             in_features if out_features is None else out_features, "out_features"
         )
-        if use_rope and rotary_dim is not None and not (0 < rotary_dim <= head_dim):
+        if positional not in POSITIONALS:
+            raise ValueError(
+                f"MultiHeadAttention: positional={positional!r} is not one of {POSITIONALS}"
+            )
+        if positional == "rope" and rotary_dim is not None and not (0 < rotary_dim <= head_dim):
             raise ValueError(
                 f"MultiHeadAttention: rotary_dim={rotary_dim} must be in (0, head_dim={head_dim}]"
             )
@@ -174,34 +230,40 @@ class MultiHeadAttention(nnx.Module):
         # Resolve names now so that a typo fails at construction, not at the first call.
         self.score = attn.catalog.get("score", score)
         self.weighting = attn.catalog.get("weighting", weighting)
-        self.use_rope = use_rope
+        self.mask = None if mask is None else attn.catalog.get("mask", mask)
+        self.positional = positional
         self.rope_base = rope_base
         self.rotary_dim = rotary_dim
         self.dropout_rate = dropout_rate
         self.record_weights = record_weights
         self.deterministic = deterministic
         self.implementation = implementation
-        self.attention = None if attention is None else attn.catalog.get("attention", attention)
-        if self.attention is not None:
+        self.variant = None if variant is None else attn.catalog.get("attention", variant)
+        if self.variant is not None:
             defaults = {"score": attn.scores.scaled_dot, "weighting": attn.weighting.softmax}
             for name, default in defaults.items():
                 if getattr(self, name) is not default:
                     raise ValueError(
-                        f"MultiHeadAttention: attention={attention!r} replaces {name}; "
+                        f"MultiHeadAttention: variant={variant!r} replaces {name}; "
                         f"leave {name} at its default"
                     )
-            if dropout_rate > 0 or record_weights:
+            if dropout_rate > 0 or record_weights or positional in _BIAS_SCHEMES:
                 raise ValueError(
-                    f"MultiHeadAttention: attention={attention!r} supports no attention dropout "
-                    "and no recorded weights"
+                    f"MultiHeadAttention: variant={variant!r} supports no attention dropout, "
+                    f"no recorded weights and no position bias (positional={positional!r})"
                 )
         # A variant's learned parameters (Linformer's projection) become attributes
-        # ``attention_<name>`` and are passed to it by name.
-        init_params = getattr(self.attention, "init_params", None)
+        # ``variant_<name>`` and are passed to it by name.
+        init_params = getattr(self.variant, "init_params", None)
         params = {} if init_params is None else init_params(rngs.params())
-        self.attention_param_names = tuple(params)
+        self.variant_param_names = tuple(params)
         for name, value in params.items():
-            setattr(self, f"attention_{name}", nnx.Param(value.astype(param_dtype)))
+            setattr(self, f"variant_{name}", nnx.Param(value.astype(param_dtype)))
+        if positional == "t5":
+            # T5 starts its relative bias at zero: attention is position-blind until it learns.
+            self.t5_table = nnx.Param(jnp.zeros((T5_BUCKETS, num_heads), param_dtype))
+        else:
+            self.t5_table = nnx.data(None)
 
         linear = functools.partial(
             nnx.Linear, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
@@ -304,12 +366,21 @@ class MultiHeadAttention(nnx.Module):
             inputs_kv = inputs_q
         else:
             check_features(inputs_kv, "inputs_kv", self.kv_features, B)
-        if self.attention is not None and bias is not None:
-            raise ValueError(f"MultiHeadAttention: attention={self.attention} takes no bias")
+        if bias is not None and (self.variant is not None or self.positional in _BIAS_SCHEMES):
+            raise ValueError(
+                "MultiHeadAttention: bias= cannot be combined with "
+                + (
+                    f"variant={self.variant}"
+                    if self.variant is not None
+                    else f"positional={self.positional!r}, which adds its own bias rule"
+                )
+            )
         if decode:
             advance_b = self._check_decode(B, T, inputs_kv, prompt_lengths)
         elif prompt_lengths is not None:
             raise ValueError("prompt_lengths applies only with decode=True")
+        if self.mask is not None:
+            mask = self.mask if mask is None else self.mask & masks.as_mask(mask)
 
         q = self._heads(inputs_q, self.query, self.num_heads)
         k = self._heads(inputs_kv, self.key, self.num_kv_heads)
@@ -317,11 +388,14 @@ class MultiHeadAttention(nnx.Module):
         if self.query_norm is not None:
             q = self.query_norm(q)
             k = self.key_norm(k)
+        # Where query 0 sits: 0 in a full forward, each example's next cache slot when decoding.
+        q_offset = 0
         if decode:
+            q_offset = self.cache_index[...]
             k, v, mask, positions = self._update_cache(k, v, mask, positions, advance_b)
             kv_positions = positions
 
-        if self.use_rope:
+        if self.positional == "rope":
             if positions is None:
                 positions = jnp.arange(T)
             if kv_positions is None:
@@ -329,13 +403,19 @@ class MultiHeadAttention(nnx.Module):
             q = self._rope(q, positions)
             if not decode:  # cached keys were rotated when they were written
                 k = self._rope(k, kv_positions)
+        elif self.positional == "alibi":
+            bias = attn.positional.alibi_rule(self.num_heads, q_offset=q_offset)
+        elif self.positional == "t5":
+            bias = attn.positional.t5_relative_rule(
+                self.t5_table[...], max_distance=T5_MAX_DISTANCE, q_offset=q_offset
+            )
 
         if deterministic is None:
             deterministic = self.deterministic
         use_dropout = self.dropout_rate > 0.0 and not deterministic
-        if self.attention is not None:
-            params = {n: getattr(self, f"attention_{n}")[...] for n in self.attention_param_names}
-            out_btnh = self.attention(q, k, v, mask=mask, **params)
+        if self.variant is not None:
+            params = {n: getattr(self, f"variant_{n}")[...] for n in self.variant_param_names}
+            out_btnh = self.variant(q, k, v, mask=mask, **params)
             return self.out(out_btnh.reshape(B, T, self.num_heads * self.head_dim))
         result = attn.attend(
             q,
@@ -388,12 +468,19 @@ class MultiHeadAttention(nnx.Module):
             if lengths is not None and ((lengths < 0) | (lengths > T_new)).any():
                 raise ValueError(f"prompt_lengths must be in [0, T_new={T_new}], got {lengths}")
             advance_b = advance_b.astype(jnp.int32)
-        # Only checkable outside jit; under jit, writes past the end are dropped (see below).
-        end = concrete_value(self.cache_index[...] + advance_b)
-        if end is not None and (end > max_length).any():
-            raise ValueError(
-                f"decode: KV cache overflow: the cache holds max_length={max_length} tokens, "
-                f"these inputs would end at positions {end.tolist()}"
+        end_b = self.cache_index[...] + advance_b
+        concrete_end = concrete_value(end_b)
+        if concrete_end is not None:
+            if (concrete_end > max_length).any():
+                _raise_overflow(concrete_end, max_length)
+        else:
+            # Under jit the positions are known only on the device: the call fails there (a
+            # runtime error carrying the same message) instead of dropping tokens silently. The
+            # host is reached only on overflow, so decoding does not wait on it at every step.
+            jax.lax.cond(
+                (end_b > max_length).any(),
+                lambda: jax.debug.callback(_raise_overflow, end_b, max_length),
+                lambda: None,
             )
         return advance_b
 
@@ -412,7 +499,7 @@ class MultiHeadAttention(nnx.Module):
         positions_bt = index_b[:, None] + jnp.arange(T_new, dtype=jnp.int32)
         if positions is None:
             positions = positions_bt
-        if self.use_rope:
+        if self.positional == "rope":
             k_new = self._rope(k_new, positions)
         # Scatter rather than dynamic_update_slice: that would clamp the start of a chunk that
         # runs past the end and overwrite earlier slots; here padding past the end is dropped.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -71,11 +71,17 @@ class TransformerBlock(nnx.Module):
 
     ``pre_norm=True`` normalises each sublayer's input (``x + f(norm(x))``; stacks then end
     with a final norm); ``pre_norm=False`` is the original post-norm ``norm(x + f(x))``.
-    ``dropout_rate`` applies to each sublayer's output and inside the MLP;
-    ``attention_dropout_rate`` to the attention weights. ``causal=True`` adds
+    ``dropout_rate`` applies to each sublayer's output and inside the MLP. ``causal=True`` adds
     ``attn.masks.causal()`` to the self-attention mask (decoders); while decoding the KV cache's
-    own causal mask applies instead. The remaining options go to :class:`MultiHeadAttention`.
-    ``head_dim`` defaults to ``features // num_heads``.
+    own causal mask applies instead.
+
+    ``attention`` holds keyword arguments of :class:`MultiHeadAttention` under its own names
+    (``score``, ``weighting``, ``mask``, ``positional``, ``implementation``, ``qk_norm``,
+    ``dropout_rate`` of the attention weights, ``variant``, ...), passed unchanged to the
+    self-attention; the cross-attention gets them without ``positional`` and ``mask``, which
+    describe positions within one sequence. ``num_kv_heads``, ``head_dim`` (default
+    ``features // num_heads``), ``use_bias``, ``record_weights``, ``dtype`` and ``param_dtype``
+    go to both attentions too.
     """
 
     def __init__(
@@ -90,20 +96,12 @@ class TransformerBlock(nnx.Module):
         norm: str = "layer_norm",
         activation: str | Callable[[Array], Array] = "gelu",
         dropout_rate: float = 0.0,
-        attention_dropout_rate: float = 0.0,
         causal: bool = False,
         cross_attention: bool = False,
         context_features: int | None = None,
-        score: Callable[..., Array] | str = "scaled_dot",
-        weighting: Callable[..., Array] | str = "softmax",
+        attention: Mapping[str, Any] | None = None,
         use_bias: bool = False,
-        use_rope: bool = False,
-        rope_base: float = 10000.0,
-        rotary_dim: int | None = None,
-        qk_norm: bool = False,
         record_weights: bool = False,
-        implementation: str = "auto",
-        attention: Callable[..., Array] | str | None = None,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -111,34 +109,28 @@ class TransformerBlock(nnx.Module):
         make_norm = functools.partial(
             _lookup(NORMS, norm, "norm"), features, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
-        attention = functools.partial(
+        make_attention = functools.partial(
             MultiHeadAttention,
             features,
             num_heads,
             num_kv_heads=num_kv_heads,
             head_dim=head_dim,
-            score=score,
-            weighting=weighting,
             use_bias=use_bias,
-            qk_norm=qk_norm,
-            dropout_rate=attention_dropout_rate,
             record_weights=record_weights,
-            implementation=implementation,
-            attention=attention,
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
         )
+        attention = dict(attention or {})
         self.pre_norm = pre_norm
         self.causal = causal
         self.self_attention_norm = make_norm()
-        self.self_attention = attention(
-            use_rope=use_rope, rope_base=rope_base, rotary_dim=rotary_dim
-        )
+        self.self_attention = make_attention(**attention)
         if cross_attention:
             self.cross_attention_norm = make_norm()
-            # No RoPE across sequences: query and context positions are not comparable.
-            self.cross_attention = attention(kv_features=context_features)
+            # Positions within one sequence: query and context positions are not comparable.
+            across = {k: v for k, v in attention.items() if k not in ("positional", "mask")}
+            self.cross_attention = make_attention(kv_features=context_features, **across)
         else:
             self.cross_attention_norm = nnx.data(None)
             self.cross_attention = nnx.data(None)

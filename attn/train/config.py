@@ -1,80 +1,114 @@
-"""Experiment configs: the shared defaults, loading ``file.py[:arg]``, ``--config.KEY=VALUE``
-overrides and validation of every named component before anything compiles."""
+"""Experiment configs: the sections and their defaults, loading ``file.py[:arg]``,
+``--config.KEY=VALUE`` overrides, and the checks of a whole config before anything runs.
+
+A config has four sections: ``data`` (the dataset's keys, :mod:`attn.data.datasets`),
+``model`` (the model's options dataclass, :mod:`attn.models`), ``optim``
+(:class:`OptimOptions`) and ``train`` (:class:`TrainOptions`). :func:`validate` checks every
+key and value of all four, builds the optimizer and traces the model on a stand-in batch
+(shapes only: nothing is compiled or generated), so a bad config fails in a second or two with
+a message naming the key.
+"""
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import importlib.util
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import optax
+from flax import nnx
+
+from attn import data, models
+from attn.models.options import as_config_dict, option, parse_options
+from attn.train.metrics import METRICS
+from attn.train.optim import build_optimizer
+
+__all__ = [
+    "SECTIONS",
+    "Checked",
+    "OptimOptions",
+    "TrainOptions",
+    "apply_override",
+    "base_config",
+    "from_json",
+    "load_config",
+    "save_json",
+    "shorten_for_smoke",
+    "validate",
+]
 
 SECTIONS = ("data", "model", "optim", "train")
 
 
-def base_config() -> ml_collections.ConfigDict:
-    """Defaults every experiment starts from; an experiment file sets what differs."""
+@dataclasses.dataclass(frozen=True)
+class OptimOptions:
+    """``optim``: any optax optimizer by name with ``kwargs``, a learning rate (an array in the
+    optimizer state, so sweeps can vmap it), an optax schedule used as its multiplier (peak
+    1.0; its run length, e.g. ``decay_steps``, follows ``train.num_steps`` unless given) and
+    gradient clipping by global norm (``None`` or 0: off)."""
+
+    name: str = "adamw"
+    learning_rate: float = option(1e-3, above=0.0)
+    kwargs: dict = option({"weight_decay": 1e-4})
+    schedule: str = "constant_schedule"
+    schedule_kwargs: dict = option({})
+    grad_clip_norm: float | None = option(1.0, minimum=0.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """``train``: the loop's run length, logging, checkpoints and evaluation."""
+
+    num_steps: int = option(1000, minimum=1)
+    log_every: int = option(50, minimum=0)  # 0: only at the end
+    eval_every: int = option(250, minimum=0)
+    checkpoint_every: int = option(250, minimum=0)
+    max_to_keep: int = option(3, minimum=1)
+    seed: int = option(0, minimum=0)
+    accumulation_steps: int = option(1, minimum=1)
+    eval_batches: int | None = option(None, minimum=1)  # None: the whole eval split
+    best_metric: str = option("sequence_accuracy", choices=METRICS)
+    best_mode: str = option("max", choices=("max", "min"))
+    plot_examples: int = option(1, minimum=0)
+    sample_tokens: int = option(0, minimum=0)  # language models: tokens sampled at each eval
+    sample_prompt: str = ""
+
+
+def base_config(model: str | None = None) -> ml_collections.ConfigDict:
+    """Defaults every experiment starts from; an experiment file sets what differs.
+
+    ``model`` names the model whose options fill the ``model`` section (every key with its
+    default, see :func:`attn.models.default_config`); without it the section is empty.
+    """
     config = ml_collections.ConfigDict()
     config.data = ml_collections.ConfigDict(
         {"name": "", "batch_size": 32, "data_dir": None, "seed": 0}
     )
-    config.model = ml_collections.ConfigDict(
-        {
-            "name": "",
-            "num_layers": 2,
-            "features": 64,
-            "num_heads": 4,
-            "num_kv_heads": None,
-            "mlp_features": 256,
-            "dropout_rate": 0.0,
-            "attention_dropout_rate": 0.0,
-            "pre_norm": True,
-            "score": "scaled_dot",
-            "weighting": "softmax",
-            "mask": None,
-            "attention_fn": None,  # e.g. "linear", "performer(num_features=128)"
-            "positional": "sinusoidal",
-            "dtype": "float32",
-        }
+    config.model = (
+        models.default_config(model) if model else ml_collections.ConfigDict({"name": ""})
     )
-    config.optim = ml_collections.ConfigDict(
-        {
-            "name": "adamw",
-            "learning_rate": 1e-3,
-            "kwargs": {"weight_decay": 1e-4},
-            "schedule": "constant_schedule",
-            "schedule_kwargs": {},
-            "grad_clip_norm": 1.0,
-        }
-    )
-    config.train = ml_collections.ConfigDict(
-        {
-            "num_steps": 1000,
-            "log_every": 50,
-            "eval_every": 250,
-            "checkpoint_every": 250,
-            "max_to_keep": 3,
-            "seed": 0,
-            "accumulation_steps": 1,
-            "eval_batches": None,  # None: the whole eval split
-            "best_metric": "sequence_accuracy",
-            "best_mode": "max",
-            "plot_examples": 1,
-            "sample_tokens": 0,  # language models: tokens to sample at each evaluation
-            "sample_prompt": "",
-        }
-    )
+    config.optim = as_config_dict(OptimOptions())
+    config.train = as_config_dict(TrainOptions())
     return config
 
 
 def shorten_for_smoke(config: ml_collections.ConfigDict, num_steps: int = 4) -> None:
     """A ``:smoke`` variant's loop: ``num_steps`` steps, one evaluation at the end, a checkpoint
-    half way, and the warm-up/decay schedule squeezed into those steps."""
+    half way, and a warm-up of at most half the steps (the schedule's length follows
+    ``num_steps`` by itself)."""
     if "warmup_steps" in config.optim.schedule_kwargs:
-        config.optim.schedule_kwargs.update(warmup_steps=2, decay_steps=num_steps)
+        config.optim.schedule_kwargs.warmup_steps = min(
+            config.optim.schedule_kwargs.warmup_steps, num_steps // 2
+        )
     config.train.update(
         num_steps=num_steps,
         eval_every=num_steps,
@@ -84,7 +118,10 @@ def shorten_for_smoke(config: ml_collections.ConfigDict, num_steps: int = 4) -> 
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
-    """``path/to/file.py[:arg]`` -> ``get_config(arg)`` of that file, locked against new keys."""
+    """``path/to/file.py[:arg]`` -> ``get_config(arg)`` of that file, locked against new keys.
+
+    An ``arg`` must be one of the file's ``ARGS`` (a tuple of names, e.g. ``("smoke",)``).
+    """
     path_text, _, arg = spec.partition(":")
     path = Path(path_text)
     if not path.is_file():
@@ -94,7 +131,18 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
     module_spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ValueError(f"{path_text} has no get_config(arg=None) function")
+    known = tuple(getattr(module, "ARGS", ()))
+    if arg and arg not in known:
+        raise ValueError(
+            f"{path_text} has no variant {arg!r}; its ARGS are "
+            f"{', '.join(map(repr, known)) or 'none'} (use {path_text} or {path_text}:ARG)"
+        )
     config = module.get_config(arg or None)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(
+            f"{path_text}: get_config must return an ml_collections.ConfigDict (start from "
+            f"attn.train.config.base_config()), got {type(config).__name__}"
+        )
     config.lock()
     return config
 
@@ -106,13 +154,19 @@ def _parse_value(text: str) -> Any:
         return text  # bare words are strings: --config.model.name=decoder_lm
 
 
+# Sections that hold keyword arguments of an optax function rather than our own keys: an
+# override may add a key to them (--config.optim.schedule_kwargs.decay_steps=500).
+FREE_FORM_SECTIONS = ("optim.kwargs", "optim.schedule_kwargs")
+
+
 def apply_override(config: ml_collections.ConfigDict, dotted_key: str, text: str) -> None:
     """Set ``config.<dotted_key>`` from command-line text; unknown keys suggest the closest."""
     *parents, leaf = dotted_key.split(".")
     node = config
     walked = []
     for name in [*parents, leaf]:
-        if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+        adding = name == leaf and ".".join(parents) in FREE_FORM_SECTIONS
+        if not isinstance(node, ml_collections.ConfigDict) or (name not in node and not adding):
             siblings = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
             close = difflib.get_close_matches(name, siblings, n=1)
             hint = f"; did you mean {'.'.join([*walked, close[0]])!r}?" if close else ""
@@ -132,50 +186,120 @@ def apply_override(config: ml_collections.ConfigDict, dotted_key: str, text: str
         raise ValueError(f"--config.{dotted_key}={text}: {error}") from None
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Fail fast, before building or compiling anything, on missing sections and unknown
-    component names (dataset, model, score, weighting, mask, attention, optimizer, schedule,
-    dtype)."""
-    from attn import catalog, data, models
-    from attn.train.optim import build_optimizer
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """A validated config's parts, so a run builds each from one parse: the dataset's spec,
+    the model's options, the optimizer (with ``learning_rate(step)`` for logs) and the
+    ``optim``/``train`` options."""
 
+    dataset: data.DatasetSpec
+    model: Any
+    optim: OptimOptions
+    train: TrainOptions
+    optimizer: optax.GradientTransformation
+    learning_rate: Any
+
+
+def _stand_in_batch(kind: str, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """Shapes of a two-example batch of task ``kind`` (see :class:`attn.data.Task`)."""
+    target_shape = (2,) if kind == "classify" else (2, length)
+    return {
+        "inputs": jax.ShapeDtypeStruct((2, length), jnp.int32),
+        "targets": jax.ShapeDtypeStruct(target_shape, jnp.int32),
+        "weights": jax.ShapeDtypeStruct(target_shape, jnp.float32),
+    }
+
+
+def _trace_model(options: Any, kind: str) -> None:
+    """Build the model and run a training forward pass and a prediction on a stand-in task of
+    ``kind`` as shapes only (``jax.eval_shape``): every check of the modules and of the
+    attention implementations runs, nothing is compiled."""
+    length = 8
+    task = models.TaskInfo(kind, length, length, length, length)
+
+    def forward(batch: dict[str, jax.Array]) -> Any:
+        model = models.build_model(options, task, rngs=nnx.Rngs(0))
+        return model(batch, deterministic=False), model.predict(batch)
+
+    try:
+        jax.eval_shape(forward, _stand_in_batch(kind, length))
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"model ({options.name}): {error}") from None
+
+
+def _trace_optimizer(optimizer: optax.GradientTransformation) -> None:
+    """Initialise the optimizer and take one update on a stand-in parameter, as shapes only:
+    values optax checks only when it runs (``optim.kwargs={"b1": "x"}``) fail here."""
+    params = {"w": jax.ShapeDtypeStruct((2,), jnp.float32)}
+
+    def init_and_update(params: Any) -> Any:
+        return optimizer.update(params, optimizer.init(params), params)
+
+    try:
+        jax.eval_shape(init_and_update, params)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"optim: the optimizer fails on a stand-in parameter: {error}") from None
+
+
+def validate(config: ml_collections.ConfigDict) -> Checked:
+    """Check every section before anything is built, generated or compiled; raise
+    ``ValueError`` naming the key (and the valid choices) of the first problem found."""
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ValueError(f"a config must be an ml_collections.ConfigDict, got {type(config)}")
     missing = [section for section in SECTIONS if section not in config]
-    if missing:
-        raise ValueError(f"config lacks section(s) {missing}; an experiment needs {list(SECTIONS)}")
-    dataset = catalog.get("dataset", config.data.name)
-    known = set(data.COMMON_DEFAULTS) | set(dataset.defaults) | {"name"}
-    unknown = sorted(set(config.data.keys()) - known)
-    if unknown:
+    extra = sorted(set(config.keys()) - set(SECTIONS))
+    if missing or extra:
         raise ValueError(
-            f"data: unknown key(s) {unknown} for {dataset.name!r}; valid: {sorted(known)}"
+            f"config sections must be {list(SECTIONS)}; missing {missing}, unknown {extra}"
         )
-    catalog.get("model", config.model.name)
-    models.parse_config(config.model)  # unknown keys and values
-    for kind, key in (
-        ("score", "score"),
-        ("weighting", "weighting"),
-        ("mask", "mask"),
-        ("attention", "attention_fn"),
-    ):
-        spec = config.model.get(key)
-        if spec:
-            catalog.get(kind, spec)
-    if config.model.get("dtype", "float32") not in ("float32", "bfloat16"):
-        raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {config.model.dtype!r}")
-    build_optimizer(config.optim)
-    if (
-        config.train.accumulation_steps < 1
-        or config.data.batch_size % config.train.accumulation_steps
-    ):
+    dataset = data.check_config(config.data)
+    model = models.parse_options(config.model)
+    optim = parse_options(OptimOptions, config.optim, "optim")
+    train = parse_options(TrainOptions, config.train, "train")
+    optimizer, learning_rate = build_optimizer(optim, train.num_steps)
+    _trace_optimizer(optimizer)
+    model_class = models.MODELS[model.name]
+    if dataset.kind not in model_class.kinds:
         raise ValueError(
-            f"data.batch_size={config.data.batch_size} must be a multiple of "
-            f"train.accumulation_steps={config.train.accumulation_steps}"
+            f"model.name: {model.name!r} does not handle dataset {dataset.name!r} (a "
+            f"{dataset.kind!r} task); models for it: "
+            f"{', '.join(n for n, m in models.MODELS.items() if dataset.kind in m.kinds)}"
         )
+    if train.sample_tokens and model_class.sample is models.TaskModel.sample:
+        raise ValueError(
+            f"train.sample_tokens={train.sample_tokens}: model {model.name!r} does not sample "
+            "text (language models do); set it to 0"
+        )
+    batch_size, devices = config.data.batch_size, jax.local_device_count()
+    if batch_size % train.accumulation_steps:
+        raise ValueError(
+            f"data.batch_size={batch_size} must be a multiple of "
+            f"train.accumulation_steps={train.accumulation_steps}"
+        )
+    if batch_size % devices:
+        raise ValueError(
+            f"data.batch_size={batch_size} must be a multiple of the {devices} local devices"
+        )
+    _trace_model(model, dataset.kind)
+    return Checked(dataset, model, optim, train, optimizer, learning_rate)
 
 
 def save_json(config: ml_collections.ConfigDict, path: Path) -> None:
-    path.write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str) + "\n")
+    """Write ``config`` as JSON atomically (a temporary file renamed over ``path``)."""
+    text = json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
+    path = Path(path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(descriptor, "w") as stream:
+        stream.write(text)
+    os.replace(temporary, path)
 
 
 def from_json(path: Path) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(json.loads(Path(path).read_text()))
+    """A config written by :func:`save_json`; a broken file raises ``ValueError`` naming it."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read the config {path}: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"cannot read the config {path}: not a JSON object")
+    return ml_collections.ConfigDict(values)

@@ -27,7 +27,6 @@ from attn import data, models
 from attn.train import config as config_lib
 from attn.train import metrics as metrics_lib
 from attn.train.checkpoints import Checkpoints
-from attn.train.optim import build_optimizer
 from attn.train.plots import plot_attention, plot_curves
 from attn.train.writer import MetricWriter, read_metrics
 
@@ -40,7 +39,7 @@ class Experiment:
     """The parts of a run that training, evaluation and plotting share."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
-        config_lib.validate(config)
+        checked = config_lib.validate(config)
         self.config = config
         self.workdir = Path(workdir)
         self.task = data.get_task(config.data)
@@ -56,10 +55,10 @@ class Experiment:
             )
         seed = config.train.seed
         model = models.build_model(
-            config.model, self.task, rngs=nnx.Rngs(params=seed, dropout=seed + 1)
+            checked.model, self.task, rngs=nnx.Rngs(params=seed, dropout=seed + 1)
         )
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
-        self.tx, self.learning_rate = build_optimizer(config.optim)
+        self.tx, self.learning_rate = checked.optimizer, checked.learning_rate
         self.base_rng = jax.random.key(seed + 2)
         replicated = NamedSharding(self.mesh, P())
         self.state = jax.device_put(

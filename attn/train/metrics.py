@@ -10,11 +10,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-
-def weighted_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Array:
-    """Mean cross-entropy over weighted positions; ``logits [..., V]`` in any dtype."""
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-    return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1e-9)
+# What finalize() reports: the names train.best_metric may take.
+METRICS = ("loss", "accuracy", "sequence_accuracy")
 
 
 def metric_sums(

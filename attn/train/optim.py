@@ -3,7 +3,9 @@
 ``optim.name`` is any optax optimizer (``"adamw"``, ``"lion"``, ...); its keyword arguments come
 from ``optim.kwargs``. The learning rate lives in the optimizer state as an array
 (``optax.inject_hyperparams``) so sweeps can vmap over it; the schedule named by
-``optim.schedule`` multiplies it (schedules are written as multipliers: peak 1.0).
+``optim.schedule`` multiplies it (schedules are written as multipliers: peak 1.0). A
+schedule's run length follows ``train.num_steps`` unless ``optim.schedule_kwargs`` sets it,
+so shortening or lengthening a run keeps the schedule's shape.
 """
 
 from __future__ import annotations
@@ -13,42 +15,62 @@ from typing import Any
 
 import optax
 
+__all__ = ["RUN_LENGTH_ARGUMENT", "build_optimizer", "build_schedule"]
+
+# optax schedules whose argument is the run's whole length, and that argument's name. Other
+# schedules (exponential_decay's transition_steps is a period, not a length) are left alone.
+RUN_LENGTH_ARGUMENT = {
+    "cosine_decay_schedule": "decay_steps",
+    "warmup_cosine_decay_schedule": "decay_steps",
+    "linear_schedule": "transition_steps",
+    "polynomial_schedule": "transition_steps",
+    "linear_onecycle_schedule": "transition_steps",
+    "cosine_onecycle_schedule": "transition_steps",
+}
+
 
 def _optax_attribute(name: str, what: str) -> Callable[..., Any]:
     attribute = getattr(optax, name, None)
-    if not callable(attribute) or name.startswith("_"):
+    if not isinstance(name, str) or not callable(attribute) or name.startswith("_"):
         raise ValueError(
-            f"optim.{what}: {name!r} is not an optax {what} (see optax's documentation)"
+            f"optim.{'name' if what == 'optimizer' else what}: {name!r} is not an optax "
+            f"{what} (see optax's documentation)"
         )
     return attribute
 
 
-def build_schedule(optim: Any) -> optax.Schedule:
-    """The learning-rate multiplier ``step -> float`` named by ``optim.schedule``."""
-    name = optim.get("schedule", "constant_schedule")
-    kwargs = dict(optim.get("schedule_kwargs", {}) or {})
+def build_schedule(optim: Any, num_steps: int) -> optax.Schedule:
+    """The learning-rate multiplier ``step -> float`` named by ``optim.schedule``, its run
+    length (:data:`RUN_LENGTH_ARGUMENT`) set to ``num_steps`` unless given."""
+    name = optim.schedule
+    kwargs = dict(optim.schedule_kwargs or {})
     if name == "constant_schedule":
         kwargs.setdefault("value", 1.0)
+    if name in RUN_LENGTH_ARGUMENT:
+        kwargs.setdefault(RUN_LENGTH_ARGUMENT[name], num_steps)
     try:
         return _optax_attribute(name, "schedule")(**kwargs)
-    except TypeError as error:
-        raise ValueError(f"optim.schedule {name!r} with {kwargs}: {error}") from None
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"optim.schedule_kwargs: optax.{name}({kwargs}): {error}") from None
 
 
-def build_optimizer(optim: Any) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def build_optimizer(
+    optim: Any, num_steps: int
+) -> tuple[optax.GradientTransformation, Callable[[int], float]]:
     """Gradient clipping -> optax optimizer with injected hyperparameters -> schedule.
 
-    Returns the transformation and ``learning_rate(step)`` for logging.
+    ``optim`` has the fields of :class:`attn.train.config.OptimOptions`. Returns the
+    transformation and ``learning_rate(step)`` for logging.
     """
     optimizer = _optax_attribute(optim.name, "optimizer")
-    schedule = build_schedule(optim)
-    hyperparameters = {"learning_rate": optim.learning_rate, **dict(optim.get("kwargs", {}) or {})}
+    schedule = build_schedule(optim, num_steps)
+    hyperparameters = {"learning_rate": optim.learning_rate, **dict(optim.kwargs or {})}
     try:
         inner = optax.inject_hyperparams(optimizer)(**hyperparameters)
-    except TypeError as error:
-        raise ValueError(f"optim: optax.{optim.name}{hyperparameters}: {error}") from None
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"optim.kwargs: optax.{optim.name}({hyperparameters}): {error}") from None
     parts = []
-    if optim.get("grad_clip_norm"):
+    if optim.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(optim.grad_clip_norm))
     parts += [inner, optax.scale_by_schedule(schedule)]
 

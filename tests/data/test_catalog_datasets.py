@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 
 import attn.data
 from attn.data.task import pad_to
-from attn.data.text_catalog import as_bytes
+from attn.data.tfds_text import as_bytes
 
 
 def _byte_ids(data: bytes) -> np.ndarray:

@@ -141,16 +141,17 @@ def test_tfds_data_dir_environment_variable_is_honoured(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"name": "revers"}, "unknown dataset name 'revers'; valid names: reverse, copy"),
-        ({"batch_size": 8}, "unknown dataset name None"),
+        ({"name": "revers"}, "unknown dataset 'revers'; valid names: reverse, copy"),
+        ({"batch_size": 8}, "unknown dataset None"),
         (
             {"name": "reverse", "lenght": 8},
-            r"unknown config keys \['lenght'\].*valid keys:.*length",
+            r"data.lenght: unknown key for dataset 'reverse'; valid keys:.*length",
         ),
-        ({"name": "mqar", "length": 8}, r"unknown config keys \['length'\].*seq_len"),
-        ({"name": "reverse", "length": "8"}, "length must be like 16"),
+        ({"name": "mqar", "length": 8}, r"data.length: unknown key for dataset 'mqar'.*seq_len"),
+        ({"name": "reverse", "length": "8"}, "data.length must be a positive int"),
+        ({"name": "reverse", "length": 0}, "data.length must be a positive int"),
         ({"name": "reverse", "batch_size": 0}, "batch_size must be a positive int"),
-        ({"name": "reverse", "seed": -1}, "seed must be an int"),
+        ({"name": "reverse", "seed": -1}, "data.seed must be a non-negative int"),
         ({"name": "mqar", "seq_len": 8, "num_kv_pairs": 4}, "too short"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import numpy as np
 from flax import nnx
@@ -34,9 +35,14 @@ class Task:
 
 
 def build(name: str, kind: str, seed: int = 0, task: Task | None = None, **overrides):
+    """The model ``name`` at the tiny sizes with ``overrides``; keys of its ``attention``
+    section (score, weighting, positional, mask, variant, ...) may be given flat here."""
     task = task or Task(kind)
     sizes = RNN_SMALL if name == "rnn_seq2seq" else SMALL
-    config = {"name": name, **sizes, **overrides}
+    attention_class = typing.get_type_hints(attn.models.MODELS[name].Options)["attention"]
+    attention_keys = {field.name for field in dataclasses.fields(attention_class)}
+    attention = {key: overrides.pop(key) for key in list(overrides) if key in attention_keys}
+    config = {"name": name, **sizes, **overrides, "attention": attention}
     return attn.models.build_model(config, task, rngs=nnx.Rngs(seed)), task
 
 

@@ -77,10 +77,10 @@ def test_encoder_decoder_maps_follow_greedy_decoding():
         check_rows(maps[f"decoder/layer{i}/self"], visible)
 
 
-@pytest.mark.parametrize(("cell", "attention"), [("gru", "additive"), ("lstm", "dot")])
-def test_rnn_alignment(cell, attention):
+@pytest.mark.parametrize(("cell", "score"), [("gru", "additive"), ("lstm", "dot")])
+def test_rnn_alignment(cell, score):
     task = Task("seq2seq")
-    model, _ = build("rnn_seq2seq", "seq2seq", cell=cell, attention=attention)
+    model, _ = build("rnn_seq2seq", "seq2seq", cell=cell, score=score)
     batch = make_batch(task)
     maps = model.attention_maps(batch)
     assert list(maps) == ["rnn/alignment"]

@@ -42,11 +42,11 @@ def test_every_positional_scheme_builds_and_runs(positional):
 
 
 @pytest.mark.parametrize(
-    "attention_fn", ["linear", "performer(num_features=16)", "linformer(projected_length=3)"]
+    "variant", ["linear", "performer(num_features=16)", "linformer(projected_length=3)"]
 )
-def test_attention_variants_from_the_config(attention_fn):
-    """model.attention_fn replaces attend in every layer; padded examples stay exact."""
-    model, task = build("encoder_classifier", "classify", attention_fn=attention_fn)
+def test_attention_variants_from_the_config(variant):
+    """model.attention.variant replaces attend in every layer; padded examples stay exact."""
+    model, task = build("encoder_classifier", "classify", variant=variant)
     plain, _ = build("encoder_classifier", "classify")
     batch = make_batch(task)
     logits = model(batch, deterministic=True)
@@ -90,12 +90,14 @@ def test_classifier_pools(pool):
 
 
 def test_config_dict_numpy_task_and_defaults():
-    config = ml_collections.ConfigDict({"name": "encoder_classifier", "mask": None, **SMALL})
+    config = ml_collections.ConfigDict(
+        {"name": "encoder_classifier", "attention": {"mask": None}, **SMALL}
+    )
     task = Task("classify", *(np.int64(n) for n in (13, 11, 7, 5)))
     model = attn.models.build_model(config, task, rngs=nnx.Rngs(0))
     assert isinstance(model, attn.models.EncoderClassifier)
     assert model(make_batch(Task("classify")), deterministic=True).shape == (3, 11)
-    defaults = attn.models.ModelConfig(name="x")
+    defaults = attn.models.default_config("decoder_lm").attention
     assert (defaults.positional, defaults.score, defaults.weighting) == (
         "sinusoidal",
         "scaled_dot",
@@ -138,7 +140,9 @@ def test_bfloat16_decoding():
 
 
 def test_dropout_only_when_not_deterministic():
-    model, task = build("encoder_classifier", "tag", dropout_rate=0.3, attention_dropout_rate=0.3)
+    model, task = build(
+        "encoder_classifier", "tag", dropout_rate=0.3, attention={"dropout_rate": 0.3}
+    )
     batch = make_batch(task)
     eval_a, eval_b = model(batch, deterministic=True), model(batch, deterministic=True)
     np.testing.assert_array_equal(eval_a, eval_b)
@@ -161,21 +165,41 @@ def test_dropout_only_when_not_deterministic():
         (
             {"name": "decoder_lm", "layers": 2},
             Task("lm"),
-            "unknown model config keys \\['layers'\\]",
+            "model.layers: unknown key; did you mean model.num_layers",
         ),
-        ({"features": 8}, Task("lm"), "needs a 'name'"),
-        ({"name": "decoder_lm", "positional": "t5"}, Task("lm"), "model.positional='t5'"),
-        ({"name": "decoder_lm", "score": "dotty"}, Task("lm"), "unknown score 'dotty'"),
-        ({"name": "decoder_lm", "weighting": "hardmax"}, Task("lm"), "unknown weighting"),
-        ({"name": "decoder_lm", "mask": "window(3)"}, Task("lm"), "unknown mask 'window'"),
-        ({"name": "decoder_lm", "dtype": "float16"}, Task("lm"), "model.dtype='float16'"),
+        ({"features": 8}, Task("lm"), "unknown model None"),
+        (
+            {"name": "decoder_lm", "attention": {"positional": "t6"}},
+            Task("lm"),
+            "model.attention.positional: 't6' is not valid; did you mean 't5'",
+        ),
+        (
+            {"name": "decoder_lm", "attention": {"score": "dotty"}},
+            Task("lm"),
+            "model.attention.score: unknown score 'dotty'",
+        ),
+        (
+            {"name": "decoder_lm", "attention": {"weighting": "hardmax"}},
+            Task("lm"),
+            "unknown weighting",
+        ),
+        (
+            {"name": "decoder_lm", "attention": {"mask": "window(3)"}},
+            Task("lm"),
+            "unknown mask 'window'",
+        ),
+        ({"name": "decoder_lm", "dtype": "float16"}, Task("lm"), "model.dtype: 'float16' is not"),
         ({"name": "decoder_lm"}, Task("classify"), "does not handle task kind 'classify'"),
         ({"name": "encoder_decoder"}, Task("lm"), "handles seq2seq"),
         ({"name": "encoder_classifier"}, Task("translate"), "task.kind='translate'"),
-        ({"name": "encoder_classifier", "pool": "max"}, Task("classify"), "model.pool='max'"),
+        ({"name": "encoder_classifier", "pool": "max"}, Task("classify"), "model.pool: 'max'"),
         ({"name": "encoder_classifier", "pool": "mean"}, Task("tag"), "pool='none'"),
-        ({"name": "rnn_seq2seq", "cell": "rnn"}, Task("seq2seq"), "model.cell='rnn'"),
-        ({"name": "rnn_seq2seq", "attention": "concat"}, Task("seq2seq"), "'concat'"),
+        ({"name": "rnn_seq2seq", "cell": "rnn"}, Task("seq2seq"), "model.cell: 'rnn'"),
+        (
+            {"name": "rnn_seq2seq", "attention": {"score": "concat"}},
+            Task("seq2seq"),
+            "model.attention.score: 'concat'",
+        ),
         ({"name": "rnn_seq2seq", "hidden_features": 7}, Task("seq2seq"), "must be even"),
         ({"name": "decoder_lm", "num_heads": 3}, Task("lm"), "divisible by num_heads=3"),
         ({"name": "decoder_lm"}, Task("lm", input_length=0), "task.input_length"),
@@ -199,3 +223,14 @@ def test_bad_batches_and_calls_raise():
         lm.sample(np.ones((2, 5), np.int32), 4, jax.random.key(0))
     with pytest.raises(ValueError, match="num_tokens"):
         lm.sample(np.ones((2, 5), np.int32), 0, jax.random.key(0))
+
+
+def test_alibi_models_run_the_chunked_kernel():
+    """ALiBi used to ride on a score wrapper, which only the dense path could run: now it is a
+    bias rule, so an explicit implementation='chunked' runs (and equals dense)."""
+    chunked, task = build("decoder_lm", "lm", positional="alibi", implementation="chunked")
+    dense, _ = build("decoder_lm", "lm", positional="alibi", implementation="dense")
+    batch = make_batch(task)
+    np.testing.assert_allclose(
+        chunked(batch, deterministic=True), dense(batch, deterministic=True), atol=1e-5
+    )

@@ -12,11 +12,11 @@ SEQ2SEQ_CASES = [
     ("encoder_decoder", {"positional": "rope", "mask": "sliding_window(left=2, right=2)"}),
     ("encoder_decoder", {"positional": "alibi", "weighting": "sparsemax"}),
     # Variants: teacher forcing takes their linear-cost path, cached decoding the quadratic one.
-    ("encoder_decoder", {"attention_fn": "linear"}),
-    ("encoder_decoder", {"attention_fn": "performer(num_features=32)"}),
-    ("rnn_seq2seq", {"cell": "gru", "attention": "additive"}),
-    ("rnn_seq2seq", {"cell": "lstm", "attention": "general"}),
-    ("rnn_seq2seq", {"cell": "gru", "attention": "dot"}),
+    ("encoder_decoder", {"variant": "linear"}),
+    ("encoder_decoder", {"variant": "performer(num_features=32)"}),
+    ("rnn_seq2seq", {"cell": "gru", "score": "additive"}),
+    ("rnn_seq2seq", {"cell": "lstm", "score": "general"}),
+    ("rnn_seq2seq", {"cell": "gru", "score": "dot"}),
 ]
 
 

@@ -46,7 +46,7 @@ def fit(model, batch, steps: int, learning_rate: float) -> tuple[float, float]:
     [
         ("encoder_classifier", "tag", 1e-2, {"positional": "sinusoidal"}),
         ("encoder_decoder", "seq2seq", 1e-2, {"positional": "rope"}),
-        ("rnn_seq2seq", "seq2seq", 2e-2, {"attention": "additive"}),
+        ("rnn_seq2seq", "seq2seq", 2e-2, {"score": "additive"}),
     ],
 )
 def test_overfits_four_reversals(name, kind, learning_rate, options):

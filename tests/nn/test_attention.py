@@ -53,7 +53,7 @@ def reference(mha, x, context=None, *, positions=None, is_causal=False):
     if mha.query_norm is not None:
         q = rms_norm(q, mha.query_norm.scale[...])
         k = rms_norm(k, mha.key_norm.scale[...])
-    if mha.use_rope:
+    if mha.positional == "rope":
         positions = jnp.arange(x.shape[1]) if positions is None else positions
         q = attn.positional.rope(q, positions)
         k = attn.positional.rope(k, positions)
@@ -105,7 +105,7 @@ def test_matches_hand_written_composition(num_kv_heads, use_rope, qk_norm, use_b
             N,
             num_kv_heads=num_kv_heads,
             use_bias=use_bias,
-            use_rope=use_rope,
+            positional="rope" if use_rope else "none",
             qk_norm=qk_norm,
             rngs=nnx.Rngs(0),
         )
@@ -126,7 +126,7 @@ def test_cross_attention_matches_hand_written_composition():
 
 
 def test_rope_uses_given_positions():
-    mha = randomize(MultiHeadAttention(D, N, use_rope=True, rngs=nnx.Rngs(0)))
+    mha = randomize(MultiHeadAttention(D, N, positional="rope", rngs=nnx.Rngs(0)))
     x = inputs()
     positions = jnp.array([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9, 7]])
     got = mha(x, positions=positions)
@@ -156,7 +156,12 @@ DECODE_CASES = [(N, False), (2, True), (1, True)]
 def decode_model(num_kv_heads, use_rope):
     return randomize(
         MultiHeadAttention(
-            D, N, num_kv_heads=num_kv_heads, use_rope=use_rope, use_bias=True, rngs=nnx.Rngs(0)
+            D,
+            N,
+            num_kv_heads=num_kv_heads,
+            positional="rope" if use_rope else "none",
+            use_bias=True,
+            rngs=nnx.Rngs(0),
         )
     )
 
@@ -284,7 +289,7 @@ def test_dropout_only_when_not_deterministic():
         ({"dropout_rate": 1.0}, "dropout_rate"),
         ({"score": "no_such_score"}, "unknown score"),
         ({"weighting": "no_such_weighting"}, "unknown weighting"),
-        ({"use_rope": True, "rotary_dim": 8}, "rotary_dim"),
+        ({"positional": "rope", "rotary_dim": 8}, "rotary_dim"),
     ],
 )
 def test_constructor_errors(kwargs, match):
@@ -347,11 +352,13 @@ def test_variant_decode_matches_causal_forward(variant):
     """The variant replaces attend; cached decoding (quadratic path over the cache slots) equals
     the full causal forward (prefix-sum path)."""
     mha = randomize(
-        MultiHeadAttention(D, N, num_kv_heads=2, use_rope=True, attention=variant, rngs=nnx.Rngs(0))
+        MultiHeadAttention(
+            D, N, num_kv_heads=2, positional="rope", variant=variant, rngs=nnx.Rngs(0)
+        )
     )
     x = inputs()
     full = mha(x, mask=masks.causal())
-    plain = randomize(MultiHeadAttention(D, N, num_kv_heads=2, use_rope=True, rngs=nnx.Rngs(0)))
+    plain = randomize(MultiHeadAttention(D, N, num_kv_heads=2, positional="rope", rngs=nnx.Rngs(0)))
     assert not np.allclose(full, plain(x, mask=masks.causal()), atol=1e-3)
     mha.init_cache(B, max_length=T)
     steps = [mha(x[:, :2], decode=True)] + [mha(x[:, t : t + 1], decode=True) for t in range(2, T)]
@@ -365,24 +372,25 @@ def test_variant_decode_matches_causal_forward(variant):
         ({"weighting": "sparsemax"}, "replaces weighting"),
         ({"dropout_rate": 0.1}, "no attention dropout"),
         ({"record_weights": True}, "no recorded weights"),
+        ({"positional": "alibi"}, "no position bias"),
     ],
 )
 def test_variant_constructor_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        MultiHeadAttention(D, N, attention="linear", rngs=nnx.Rngs(0), **kwargs)
+        MultiHeadAttention(D, N, variant="linear", rngs=nnx.Rngs(0), **kwargs)
 
 
 def test_variant_rejects_bias():
-    mha = MultiHeadAttention(D, N, attention="linear", rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="no bias"):
+    mha = MultiHeadAttention(D, N, variant="linear", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="bias= cannot be combined with variant"):
         mha(inputs(), bias=jnp.zeros((1, N, T, T)))
 
 
 def test_linformer_projection_is_a_learned_parameter():
     mha = MultiHeadAttention(
-        D, N, attention="linformer(projected_length=3, max_length=8)", rngs=nnx.Rngs(0)
+        D, N, variant="linformer(projected_length=3, max_length=8)", rngs=nnx.Rngs(0)
     )
-    assert mha.attention_projection[...].shape == (3, 8)
+    assert mha.variant_projection[...].shape == (3, 8)
     graphdef, params, rest = nnx.split(mha, nnx.Param, ...)
     x = inputs()
 
@@ -390,4 +398,94 @@ def test_linformer_projection_is_a_learned_parameter():
         return jnp.sum(nnx.merge(graphdef, params, rest)(x) ** 2)
 
     grads = jax.grad(loss)(params)
-    assert float(jnp.abs(grads["attention_projection"][...]).max()) > 0
+    assert float(jnp.abs(grads["variant_projection"][...]).max()) > 0
+
+
+def test_decode_overflow_under_jit_is_an_error_not_a_silent_drop():
+    """Under nnx.jit the cache index is traced: a step past the end must still fail (with the
+    eager message, raised from the device), and steps that fit must not."""
+    mha = MultiHeadAttention(D, N, rngs=nnx.Rngs(0))
+    mha.init_cache(B, max_length=4)
+    step = nnx.jit(lambda mha, x: mha(x, decode=True))
+    x = inputs()
+    for t in range(4):
+        step(mha, x[:, t : t + 1])
+    with pytest.raises(Exception, match="KV cache overflow: the cache holds max_length=4"):
+        jax.block_until_ready(step(mha, x[:, 4:5]))
+
+
+# --------------------------------------------------------------------------- position schemes
+
+
+@pytest.mark.parametrize("positional", ["alibi", "t5"])
+@pytest.mark.parametrize("implementation", ["dense", "chunked"])
+def test_bias_schemes_are_rules_that_every_implementation_runs(positional, implementation):
+    """ALiBi and T5 enter attend as bias rules: the chunked kernel runs them (no dense
+    fallback), equal to the dense bias arrays of attn.positional."""
+    mha = randomize(
+        MultiHeadAttention(
+            D, N, positional=positional, implementation=implementation, rngs=nnx.Rngs(0)
+        )
+    )
+    plain = MultiHeadAttention(D, N, implementation="dense", rngs=nnx.Rngs(0))
+    # The projections only: plain has no T5 table.
+    nnx.update(plain, nnx.state(mha, nnx.All(nnx.Param, nnx.Not(nnx.PathContains("t5_table")))))
+    if positional == "alibi":
+        bias = attn.positional.alibi_bias(N, T, T)
+    else:
+        bias = attn.positional.t5_relative_bias(mha.t5_table[...], T, T, max_distance=128)
+    x = inputs()
+    np.testing.assert_allclose(
+        mha(x, mask=masks.causal()), plain(x, mask=masks.causal(), bias=bias), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("positional", ["alibi", "t5"])
+def test_bias_schemes_decode_at_absolute_positions(positional):
+    """While decoding, the bias rules see each query at its cache position (ragged prompts
+    included): decoding equals the full causal forward."""
+    mha = randomize(MultiHeadAttention(D, N, positional=positional, rngs=nnx.Rngs(0)))
+    x = inputs()
+    full = mha(x, mask=masks.causal())
+    lengths = np.array([3, 1])
+    mha.init_cache(B, max_length=T)
+    prefill = mha(x[:, :3], decode=True, prompt_lengths=jnp.asarray(lengths))
+    np.testing.assert_allclose(prefill[0], full[0, :3], rtol=1e-5, atol=1e-5)
+    for step in range(3):
+        position = lengths + step
+        out = mha(x[jnp.arange(B), position][:, None], decode=True)
+        np.testing.assert_allclose(out[:, 0], full[jnp.arange(B), position], atol=1e-5)
+
+
+def test_module_mask_applies_to_every_call_and_while_decoding():
+    """A mask given at construction is & the call's mask, and holds at absolute positions
+    while decoding."""
+    window = "sliding_window(left=2)"
+    mha = randomize(MultiHeadAttention(D, N, mask=window, rngs=nnx.Rngs(0)))
+    plain = MultiHeadAttention(D, N, rngs=nnx.Rngs(0))
+    nnx.update(plain, nnx.state(mha, nnx.Param))
+    x = inputs()
+    full = mha(x, mask=masks.causal())
+    np.testing.assert_allclose(full, plain(x, mask=masks.sliding_window(2)), atol=1e-6)
+    assert not np.allclose(full, plain(x, mask=masks.causal()), atol=1e-4)
+    mha.init_cache(B, max_length=T)
+    steps = [mha(x[:, t : t + 1], decode=True) for t in range(T)]
+    np.testing.assert_allclose(jnp.concatenate(steps, axis=1), full, atol=1e-5)
+
+
+def test_deprecated_spellings_still_work():
+    with pytest.warns(DeprecationWarning, match="positional='rope'"):
+        old = MultiHeadAttention(D, N, use_rope=True, rngs=nnx.Rngs(0))
+    with pytest.warns(DeprecationWarning, match="variant"):
+        old_variant = MultiHeadAttention(D, N, attention="linear", rngs=nnx.Rngs(0))
+    assert old.positional == "rope" and old_variant.variant is not None
+    new = MultiHeadAttention(D, N, positional="rope", rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(old(inputs()), new(inputs()))
+
+
+def test_positional_errors():
+    with pytest.raises(ValueError, match="positional='alibo' is not one of"):
+        MultiHeadAttention(D, N, positional="alibo", rngs=nnx.Rngs(0))
+    mha = MultiHeadAttention(D, N, positional="alibi", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="adds its own bias rule"):
+        mha(inputs(), bias=jnp.zeros((1, N, T, T)))

@@ -40,8 +40,7 @@ def test_block_with_cross_attention_gqa_rope_qk_norm():
         num_kv_heads=2,
         cross_attention=True,
         context_features=8,
-        use_rope=True,
-        qk_norm=True,
+        attention={"positional": "rope", "qk_norm": True},
         norm="rms_norm",
         activation="silu",
         rngs=nnx.Rngs(0),
@@ -79,7 +78,7 @@ def test_gradients_finite_with_fully_masked_rows():
 
 def test_block_dropout_only_when_not_deterministic():
     block = TransformerBlock(
-        D, N, F, dropout_rate=0.3, attention_dropout_rate=0.3, rngs=nnx.Rngs(0)
+        D, N, F, dropout_rate=0.3, attention={"dropout_rate": 0.3}, rngs=nnx.Rngs(0)
     )
     plain = TransformerBlock(D, N, F, rngs=nnx.Rngs(0))
     nnx.update(plain, nnx.state(block, nnx.Param))
@@ -117,11 +116,10 @@ def decoder(**options):
         N,
         F,
         num_kv_heads=2,
-        use_rope=True,
         cross_attention=True,
         context_features=8,
         rngs=nnx.Rngs(0),
-        **options,
+        **{"attention": {"positional": "rope"}, **options},
     )
 
 

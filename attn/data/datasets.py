@@ -1,5 +1,7 @@
-"""Dataset names -> how to build their :class:`~attn.data.task.Task`; and ``get_task``.
+"""The datasets a config's ``data.name`` may name, how each becomes a
+:class:`~attn.data.task.Task`, and ``get_task``.
 
+    check_config({"name": "reverse", "length": 32})    # every key and value, no data touched
     task = get_task({"name": "reverse", "batch_size": 64, "length": 32})
     task = DATASETS["reverse"](batch_size=64, length=32)          # the same
 
@@ -23,7 +25,14 @@ from attn.data import dates, listops, loaders, mqar, sequence_tasks
 from attn.data.builder import SizedConfig
 from attn.data.task import Task, check_batching
 
-__all__ = ["COMMON_DEFAULTS", "DATASETS", "DatasetSpec", "get_task", "resolve_data_dir"]
+__all__ = [
+    "COMMON_DEFAULTS",
+    "DATASETS",
+    "DatasetSpec",
+    "check_config",
+    "get_task",
+    "resolve_data_dir",
+]
 
 # Keys every dataset takes; "cache" has a per-dataset default in DatasetSpec.defaults.
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -36,12 +45,15 @@ COMMON_DEFAULTS: dict[str, Any] = {
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """A catalog entry. Calling it with config keys returns the :class:`Task`."""
+    """An entry of :data:`DATASETS`. Calling it with config keys returns the :class:`Task`."""
 
     name: str
+    kind: str  # the task kind its Task has (attn.models.TASK_KINDS)
     description: str
     defaults: Mapping[str, Any]  # the dataset's own keys and their defaults
     load: Callable[..., Task]  # load(options, data_dir, **Task fields) -> Task
+    # The builder config of a generated dataset: checks the size keys without generating.
+    builder_config: type[SizedConfig] | None = None
 
     def __call__(self, **config: Any) -> Task:
         return get_task({"name": self.name, **config})
@@ -57,60 +69,73 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> str:
 
 
 def _generated_spec(
-    name: str, description: str, config_cls: type[SizedConfig], load: Callable[..., Task]
+    name: str,
+    kind: str,
+    description: str,
+    config_cls: type[SizedConfig],
+    load: Callable[..., Task],
+    *,
+    cache: bool = True,
 ) -> DatasetSpec:
-    return DatasetSpec(
-        name, description, {**loaders.config_fields(config_cls), "cache": True}, load
-    )
+    defaults = {**loaders.config_fields(config_cls), "cache": cache}
+    return DatasetSpec(name, kind, description, defaults, load, config_cls)
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "reverse": _generated_spec(
         "reverse",
-        "tag: output the input sequence reversed",
+        "tag",
+        "output the input sequence reversed",
         sequence_tasks.SequenceConfig,
         functools.partial(loaders.load_sequence, sequence_tasks.AttnReverse),
     ),
     "copy": _generated_spec(
         "copy",
-        "tag: output the input sequence unchanged",
+        "tag",
+        "output the input sequence unchanged",
         sequence_tasks.SequenceConfig,
         functools.partial(loaders.load_sequence, sequence_tasks.AttnCopy),
     ),
     "sort": _generated_spec(
         "sort",
-        "tag: output the input sequence sorted",
+        "tag",
+        "output the input sequence sorted",
         sequence_tasks.SequenceConfig,
         functools.partial(loaders.load_sequence, sequence_tasks.AttnSort),
     ),
     "mqar": _generated_spec(
         "mqar",
-        "lm: multi-query associative recall (Zoology), scored at query positions",
+        "lm",
+        "multi-query associative recall (Zoology), scored at query positions",
         mqar.MqarConfig,
         loaders.load_mqar,
     ),
     "dates": _generated_spec(
         "dates",
-        "seq2seq: human-readable date -> ISO 8601, test dates held out of training",
+        "seq2seq",
+        "human-readable date -> ISO 8601, test dates held out of training",
         dates.DatesConfig,
         loaders.load_dates,
     ),
-    "listops": DatasetSpec(
+    "listops": _generated_spec(
         "listops",
-        "classify: value of a nested ListOps expression (LRA semantics)",
-        # Not cached by default: 96k examples of up to 2000 tokens.
-        {**loaders.config_fields(listops.ListopsConfig), "cache": False},
+        "classify",
+        "value of a nested ListOps expression (LRA semantics)",
+        listops.ListopsConfig,
         loaders.load_listops,
+        cache=False,  # 96k examples of up to 2000 tokens by default
     ),
     "tiny_shakespeare": DatasetSpec(
         "tiny_shakespeare",
-        "lm: next byte of Shakespeare, in windows of seq_len (TFDS catalog)",
+        "lm",
+        "next byte of Shakespeare, in windows of seq_len (TFDS catalog)",
         {"seq_len": 256, "cache": False},
         loaders.load_tiny_shakespeare,
     ),
     "imdb_reviews": DatasetSpec(
         "imdb_reviews",
-        "classify: sentiment of a movie review, bytes truncated to max_length (TFDS catalog)",
+        "classify",
+        "sentiment of a movie review, bytes truncated to max_length (TFDS catalog)",
         {"max_length": 1000, "cache": False},
         loaders.load_imdb_reviews,
     ),
@@ -118,13 +143,15 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def _check_value(name: str, key: str, value: Any, default: Any) -> None:
-    """Types follow the default's; sizes are validated again by the builder configs."""
+    """Types follow the default's; counts and lengths are positive (generated datasets' sizes
+    are checked again by their builder configs)."""
     if key in ("data_dir", "eval_batch_size") or (value is None and default is None):
         return
     if isinstance(default, bool):
         ok = isinstance(value, (bool, np.bool_))
     elif isinstance(default, int):
         ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        ok = ok and (value >= 0 if key.endswith("seed") else value >= 1)
     elif isinstance(default, float):
         ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
     elif isinstance(default, tuple):
@@ -132,35 +159,54 @@ def _check_value(name: str, key: str, value: Any, default: Any) -> None:
     else:
         ok = True
     if not ok:
-        raise ValueError(
-            f"dataset {name!r}: {key} must be like {default!r} ({type(default).__name__}), "
-            f"got {value!r}"
-        )
+        if isinstance(default, int) and not isinstance(default, bool):
+            wanted = "a non-negative int" if key.endswith("seed") else "a positive int"
+        else:
+            wanted = f"like {default!r} ({type(default).__name__})"
+        raise ValueError(f"data.{key} must be {wanted} for dataset {name!r}, got {value!r}")
 
 
-def get_task(config: Mapping[str, Any] | Any) -> Task:
-    """The :class:`Task` for ``config`` (a dict or ``ml_collections.ConfigDict``).
-
-    ``config.name`` picks the dataset; unknown names or keys raise ValueError listing the
-    valid ones.
-    """
+def _resolve(config: Mapping[str, Any] | Any) -> tuple[DatasetSpec, dict[str, Any]]:
+    """The dataset's spec and its checked options with every default filled in."""
     options = dict(config.to_dict() if hasattr(config, "to_dict") else config)
     name = options.pop("name", None)
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset name {name!r}; valid names: {', '.join(DATASETS)}")
+        raise ValueError(f"data.name: unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     spec = DATASETS[name]
     allowed = {**COMMON_DEFAULTS, **spec.defaults}
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(
-            f"unknown config keys {unknown} for dataset {name!r}; valid keys: "
+            f"data.{unknown[0]}: unknown key for dataset {name!r}; valid keys: "
             f"{', '.join(sorted(allowed))}"
         )
     for key, value in options.items():
         _check_value(name, key, value, allowed[key])
     merged = {**allowed, **options}
+    check_batching(merged["batch_size"], merged["eval_batch_size"], merged["seed"])
+    if spec.builder_config is not None:
+        try:
+            loaders.make_config(spec.builder_config, merged)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"data ({name}): {error}") from None
+    return spec, merged
+
+
+def check_config(config: Mapping[str, Any] | Any) -> DatasetSpec:
+    """Check a ``data`` config section (names, keys, types, sizes) without reading or
+    generating any data; return the dataset's :class:`DatasetSpec`. Raises ``ValueError``
+    naming the key."""
+    return _resolve(config)[0]
+
+
+def get_task(config: Mapping[str, Any] | Any) -> Task:
+    """The :class:`Task` for ``config`` (a dict or ``ml_collections.ConfigDict``).
+
+    ``config.name`` picks the dataset; unknown names, keys or bad values raise ValueError
+    naming the key and the valid choices (see :func:`check_config`).
+    """
+    spec, merged = _resolve(config)
     data_dir = resolve_data_dir(merged.pop("data_dir"))
     batching = {key: merged.pop(key) for key in ("batch_size", "eval_batch_size", "seed", "cache")}
-    check_batching(batching["batch_size"], batching["eval_batch_size"], batching["seed"])
-    resolved = {"name": name, "data_dir": data_dir, **batching, **merged}
-    return spec.load(merged, data_dir, name=name, config=resolved, **batching)
+    resolved = {"name": spec.name, "data_dir": data_dir, **batching, **merged}
+    return spec.load(merged, data_dir, name=spec.name, config=resolved, **batching)

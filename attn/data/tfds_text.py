@@ -1,4 +1,5 @@
-"""TFDS catalog text datasets (tiny_shakespeare, imdb_reviews), prepared and read without TF.
+"""Text datasets of the TFDS catalog (tiny_shakespeare, imdb_reviews), prepared and read
+without TensorFlow.
 
 Reading goes through ``tfds.data_source`` (array_record). Preparing (download + write) uses
 tfds's own builder classes, subclassed only where tfds 4.9.10 needs TensorFlow or more:
