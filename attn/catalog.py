@@ -22,8 +22,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
-from attn import masks, scores, weighting
-from attn.kernels import variants
+from attn import masks, scores, variants, weighting
 
 __all__ = ["KINDS", "get", "names"]
 

@@ -101,3 +101,19 @@ def test_import_attn_needs_jax_alone():
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_flax_subpackages_load_on_first_attribute_access():
+    """``import attn`` leaves attn.nn (and flax) unloaded; ``attn.nn`` then imports it."""
+    code = (
+        "import sys\nimport attn\n"
+        "assert 'flax' not in sys.modules and 'attn.nn' not in sys.modules\n"
+        "assert attn.nn.MultiHeadAttention is sys.modules['attn.nn'].MultiHeadAttention\n"
+        "assert 'nn' in dir(attn) and 'decoder_lm' in attn.models.MODELS\n"
+        "try:\n    attn.no_such_module\nexcept AttributeError as error:\n    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "module 'attn' has no attribute 'no_such_module'"

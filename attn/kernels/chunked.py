@@ -2,7 +2,7 @@
 kernel of :mod:`attn.kernels.flash`.
 
 Logits here are plain ``q . k + bias``: scaling, temperature and normalised (cosine) scores are
-folded into q and k by the caller (:mod:`attn.kernels.plan`), where autodiff handles them.
+folded into q and k by the caller (:mod:`attn.kernels.fold`), where autodiff handles them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from attn import masks
-from attn.kernels import flash, online, rules
-from attn.kernels import plan as plan_lib
+from attn.kernels import flash, fold, online, rules
 from attn.kernels.tiling import plan_tiles
 
 __all__ = ["chunked_attention", "tiled_attention"]
@@ -147,7 +146,7 @@ def tiled_attention(
         weighting_param = _default_param(weighting, S)
     param_rows = None
     if weighting_param is not None:
-        param = plan_lib.row_param(weighting_param, shape, f"{weighting} parameter")
+        param = fold.row_param(weighting_param, shape, f"{weighting} parameter")
         param = jnp.broadcast_to(param, (B, N, T, 1)).transpose(0, 2, 1, 3)  # [B, T, N, 1]
         param_rows = _rows(param, Tp, K)[..., 0]
     mask_arrays, mask_rebuild = rules.partition(mask) if mask is not None else ([], None)

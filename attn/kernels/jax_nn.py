@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from attn import masks, scores
-from attn.kernels import plan, rules
+from attn.kernels import fold, rules
 from attn.kernels.request import Request
 
 __all__ = ["attention", "unsupported"]
@@ -25,8 +25,8 @@ _CUDNN_DTYPES = (jnp.float16, jnp.bfloat16)
 
 def _scale(request: Request) -> float | None:
     """The logit scale when score and weighting amount to ``softmax(scale * q . k)``."""
-    base, keywords = plan.unwrap(request.score)
-    recognized = plan.recognize_weighting(request.weighting)
+    base, keywords = fold.unwrap(request.score)
+    recognized = fold.recognize_weighting(request.weighting)
     if recognized is None or recognized.kind != "softmax" or recognized.param is not None:
         return None
     temperature = recognized.temperature
@@ -58,8 +58,8 @@ def _unsupported_anywhere(request: Request) -> str | None:
         return f"take value head dim {request.v.shape[-1]} != query head dim {request.q.shape[-1]}"
     if _scale(request) is None:
         return (
-            f"compute score {plan.describe(request.score)} with weighting "
-            f"{plan.describe(request.weighting)} (needs dot or scaled_dot, a plain softmax and "
+            f"compute score {fold.describe(request.score)} with weighting "
+            f"{fold.describe(request.weighting)} (needs dot or scaled_dot, a plain softmax and "
             "Python-number scale and temperature)"
         )
     if request.dropout_rate > 0:

@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from attn import masks
-from attn.kernels.linear import feature_function, kernel_attention
-from attn.kernels.linformer import linformer_project
-from attn.kernels.performer import positive_features, random_features
+from attn.variants.linear import feature_function, kernel_attention
+from attn.variants.linformer import linformer_project
+from attn.variants.performer import positive_features, random_features
 
 __all__ = ["Linear", "Linformer", "Performer"]
 
@@ -112,7 +112,7 @@ def _attend_features(
 
 @dataclasses.dataclass(frozen=True)
 class Linear:
-    """Linear attention (:func:`attn.kernels.linear_attention`, Katharopoulos et al. 2020) with
+    """Linear attention (:func:`attn.variants.linear_attention`, Katharopoulos et al. 2020) with
     any ``mask``; ``feature_map`` ``"elu"`` (elu + 1), ``"relu"`` or a function."""
 
     feature_map: str | Callable[[Array], Array] = "elu"
@@ -132,7 +132,7 @@ class Linear:
 
 @dataclasses.dataclass(frozen=True)
 class Performer:
-    """Performer FAVOR+ (:func:`attn.kernels.performer_attention`, Choromanski et al. 2021)
+    """Performer FAVOR+ (:func:`attn.variants.performer_attention`, Choromanski et al. 2021)
     with any ``mask``: ``num_features`` positive orthogonal random features drawn from
     ``seed``, so a model sees the same features at every step unless a call passes ``rng``
     (pass a new one to redraw them)."""
