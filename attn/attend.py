@@ -37,12 +37,15 @@ def _check_v(v: jax.Array, k: jax.Array) -> None:
         raise ValueError(f"k and v must agree on [B, S, K]: k {k.shape}, v {v.shape}")
 
 
-def _mask_object(mask: masks.Mask | jax.Array | None, shape: tuple[int, ...]) -> masks.Mask | None:
+def _mask_object(
+    mask: masks.Mask | jax.Array | None, shape: tuple[int, int, int, int]
+) -> masks.Mask | None:
+    """``mask`` as a :class:`attn.masks.Mask` whose arrays fit ``shape``, whatever runs it."""
     if mask is None:
         return None
-    if not isinstance(mask, masks.Mask):
-        masks.as_array(mask, shape)  # an array mask must broadcast: say so now, whatever runs
-    return masks.as_mask(mask)
+    mask = masks.as_mask(mask)
+    mask.check(shape)
+    return mask
 
 
 def _bias(bias: Any, shape: tuple[int, int, int, int]) -> Any:
