@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attn import masks
 from attn.variants.linear import feature_function, kernel_attention
@@ -93,6 +94,19 @@ def _attend_features(
     return _zero_rows(kernel_attention(phi_q, phi_k, v, causal=causal, chunk=chunk), q_valid)
 
 
+def _check_fields(
+    variant: object, positive: tuple[str, ...], integers: tuple[str, ...] = ()
+) -> None:
+    """Raise ``ValueError`` naming the field unless every ``positive`` field is an int >= 1 and
+    every ``integers`` field an int: a bad config value fails when the config is read."""
+    for name in (*positive, *integers):
+        value = getattr(variant, name)
+        is_int = isinstance(value, int | np.integer) and not isinstance(value, bool)
+        if not is_int or (name in positive and value < 1):
+            valid = "an int >= 1" if name in positive else "an int"
+            raise ValueError(f"{type(variant).__name__}: {name} must be {valid}, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Linear:
     """Linear attention (:func:`attn.variants.linear_attention`, Katharopoulos et al. 2020) with
@@ -103,6 +117,7 @@ class Linear:
 
     def __post_init__(self):
         feature_function(self.feature_map)  # a bad name fails when the config is read
+        _check_fields(self, ("chunk",))
 
     def __call__(
         self, q: Array, k: Array, v: Array, *, mask: masks.Mask | Array | None = None
@@ -123,6 +138,9 @@ class Performer:
     num_features: int = 256
     seed: int = 0
     chunk: int = 128
+
+    def __post_init__(self):
+        _check_fields(self, ("num_features", "chunk"), ("seed",))
 
     def __call__(
         self,
@@ -151,6 +169,9 @@ class Linformer:
 
     projected_length: int = 64
     max_length: int = 512
+
+    def __post_init__(self):
+        _check_fields(self, ("projected_length", "max_length"))
 
     def init_params(self, rng: Array) -> dict[str, Array]:
         """The learned parameters: ``{"projection": [projected_length, max_length]}`` with
