@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from attn import catalog, masks, scores
 from attn import weighting as weightings  # the module; `weighting` is attend's argument
-from attn.kernels import dense, dispatch
+from attn.kernels import dense, dispatch, fold
 from attn.kernels.request import Request
 
 __all__ = ["attend", "check_bias"]
@@ -37,12 +37,42 @@ def _check_v(v: jax.Array, k: jax.Array) -> None:
         raise ValueError(f"k and v must agree on [B, S, K]: k {k.shape}, v {v.shape}")
 
 
+# Scores of q . k alone: they need q and k with the same head features (general and additive
+# project them, user scores decide for themselves).
+_SAME_FEATURES = (scores.dot, scores.scaled_dot, scores.cosine)
+
+
+def _check_features(score_fn: Callable[..., jax.Array], q: jax.Array, k: jax.Array) -> None:
+    if fold.unwrap(score_fn)[0] in _SAME_FEATURES and q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"score {fold.describe(score_fn)} needs q and k with the same head features H: "
+            f"q {q.shape}, k {k.shape}"
+        )
+
+
+def _check_rng(rng: Any) -> None:
+    """A typed key (``jax.random.key``) or a raw uint32 one (``jax.random.PRNGKey``)."""
+    dtype = getattr(rng, "dtype", None)
+    if rng is None or (
+        dtype is not None and (jnp.issubdtype(dtype, jax.dtypes.prng_key) or dtype == jnp.uint32)
+    ):
+        return
+    raise TypeError(
+        f"rng must be a jax.random key (e.g. jax.random.key(0)), got {type(rng).__name__} {rng!r}"
+    )
+
+
 def _mask_object(
     mask: masks.Mask | jax.Array | None, shape: tuple[int, int, int, int]
 ) -> masks.Mask | None:
     """``mask`` as a :class:`attn.masks.Mask` whose arrays fit ``shape``, whatever runs it."""
     if mask is None:
         return None
+    if isinstance(mask, str):
+        raise TypeError(
+            f"mask must be an attn.masks.Mask, a boolean array or None, got the string {mask!r} "
+            f"(a config spec becomes a mask with attn.catalog.get('mask', {mask!r}))"
+        )
     mask = masks.as_mask(mask)
     mask.check(shape)
     return mask
@@ -93,11 +123,15 @@ def attend(
         ``ValueError`` naming it.
       return_weights: also return the weights ``[B, N, T, S]`` (float32; for plots).
       return_lse: also return the log-sum-exp of each row's logits ``[B, N, T]`` (softmax-type
-        weightings only; ``-inf`` for fully masked rows).
+        weightings only; ``-inf`` for fully masked rows). Unlike ``jax.nn``'s residual (a
+        stop-gradient), it is differentiable: gradients flow through it into q, k and the
+        bias, as :func:`attn.merge` needs.
 
     Returns:
       ``out [B, T, N, Hv]`` in the dtype of ``v``, or ``(out, weights)``, ``(out, lse)`` or
       ``(out, weights, lse)`` as asked. A query that may see no key outputs 0 with gradient 0.
+      ``T = 0`` gives an empty output and ``S = 0`` leaves every query without a key (output
+      0, lse ``-inf``), in every implementation.
     """
     if implementation not in dispatch.NAMES:
         raise ValueError(f"implementation must be one of {dispatch.NAMES}, got {implementation!r}")
@@ -105,12 +139,15 @@ def attend(
         raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
     if dropout_rate > 0.0 and rng is None:
         raise ValueError(f"dropout_rate={dropout_rate} needs an rng (a jax.random key)")
-    score_fn = catalog.get("score", score) if isinstance(score, str) else score
-    weighting_fn = catalog.get("weighting", weighting) if isinstance(weighting, str) else weighting
+    _check_rng(rng)
+    # Functions come back as they are; anything else that is not a spec raises TypeError.
+    score_fn = catalog.get("score", score)
+    weighting_fn = catalog.get("weighting", weighting)
     if return_lse:
         dense.log_normalizer_for(weighting_fn)  # raises for weightings without a log-sum-exp
 
     B, T, N, _, S, _ = scores.check_qk(q, k, same_features=False)
+    _check_features(score_fn, q, k)
     _check_v(v, k)
     shape = (B, N, T, S)
     request = Request(

@@ -120,12 +120,16 @@ def tiled_attention(
             raise ValueError(f"{name} must have rank 4, got {getattr(x, 'shape', x)}")
     B, T, N, H = q.shape
     _, S, K, _ = k.shape
-    if k.shape != (B, S, K, H) or v.shape[:3] != (B, S, K) or N % K:
+    if k.shape != (B, S, K, H) or v.shape[:3] != (B, S, K) or K < 1 or N % K:
         raise ValueError(
             f"need q [B, T, N, H], k [B, S, K, H], v [B, S, K, Hv] with N % K == 0; "
             f"got q {q.shape}, k {k.shape}, v {v.shape}"
         )
     shape = (B, N, T, S)
+    if T == 0 or S == 0:
+        # No tiles: no queries, or no keys for any query (output 0, lse -inf), as in dense.
+        out = jnp.zeros((B, T, N, v.shape[-1]), v.dtype)
+        return (out, jnp.full((B, N, T), -jnp.inf, jnp.float32)) if return_lse else out
     if bias is not None and not callable(bias):
         raise TypeError(
             "chunked_attention: bias must be an elementwise rule (b, h, q_idx, kv_idx) -> float, "
