@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -11,8 +10,7 @@ import jax.numpy as jnp
 
 from attn import catalog, masks, scores
 from attn import weighting as weightings  # the module; `weighting` is attend's argument
-from attn.kernels import dense, dispatch, jax_nn, plan, rules
-from attn.kernels.dispatch import IMPLEMENTATIONS
+from attn.kernels import dense, dispatch, fold
 from attn.kernels.request import Request
 
 __all__ = ["attend", "check_bias"]
@@ -39,33 +37,45 @@ def _check_v(v: jax.Array, k: jax.Array) -> None:
         raise ValueError(f"k and v must agree on [B, S, K]: k {k.shape}, v {v.shape}")
 
 
-def _log_normalizer_for(weighting_fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
-    """The log-sum-exp residual that goes with a softmax-type weighting (with its settings)."""
-    base, keywords = weighting_fn, {}
-    if isinstance(weighting_fn, functools.partial):
-        base, keywords = weighting_fn.func, dict(weighting_fn.keywords)
-    if base is weightings.softmax:
-        return functools.partial(weightings.log_normalizer, **keywords)
-    if base is weightings.softmax_with_sink:
-        keywords.setdefault("sink_logit", 0.0)
-        return functools.partial(weightings.log_normalizer, **keywords)
-    raise ValueError(
-        f"return_lse: the log-sum-exp residual exists only for softmax and softmax_with_sink "
-        f"weightings, got {weighting_fn!r}"
+# Scores of q . k alone: they need q and k with the same head features (general and additive
+# project them, user scores decide for themselves).
+_SAME_FEATURES = (scores.dot, scores.scaled_dot, scores.cosine)
+
+
+def _check_features(score_fn: Callable[..., jax.Array], q: jax.Array, k: jax.Array) -> None:
+    if fold.unwrap(score_fn)[0] in _SAME_FEATURES and q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"score {fold.describe(score_fn)} needs q and k with the same head features H: "
+            f"q {q.shape}, k {k.shape}"
+        )
+
+
+def _check_rng(rng: Any) -> None:
+    """A typed key (``jax.random.key``) or a raw uint32 one (``jax.random.PRNGKey``)."""
+    dtype = getattr(rng, "dtype", None)
+    if rng is None or (
+        dtype is not None and (jnp.issubdtype(dtype, jax.dtypes.prng_key) or dtype == jnp.uint32)
+    ):
+        return
+    raise TypeError(
+        f"rng must be a jax.random key (e.g. jax.random.key(0)), got {type(rng).__name__} {rng!r}"
     )
 
 
-def _dropout(weights: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
-    keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
-    return jnp.where(keep, weights / (1.0 - rate), 0.0)
-
-
-def _mask_object(mask: masks.Mask | jax.Array | None, shape: tuple[int, ...]) -> masks.Mask | None:
+def _mask_object(
+    mask: masks.Mask | jax.Array | None, shape: tuple[int, int, int, int]
+) -> masks.Mask | None:
+    """``mask`` as a :class:`attn.masks.Mask` whose arrays fit ``shape``, whatever runs it."""
     if mask is None:
         return None
-    if not isinstance(mask, masks.Mask):
-        masks.as_array(mask, shape)  # an array mask must broadcast: say so now, whatever runs
-    return masks.as_mask(mask)
+    if isinstance(mask, str):
+        raise TypeError(
+            f"mask must be an attn.masks.Mask, a boolean array or None, got the string {mask!r} "
+            f"(a config spec becomes a mask with attn.catalog.get('mask', {mask!r}))"
+        )
+    mask = masks.as_mask(mask)
+    mask.check(shape)
+    return mask
 
 
 def _bias(bias: Any, shape: tuple[int, int, int, int]) -> Any:
@@ -73,63 +83,6 @@ def _bias(bias: Any, shape: tuple[int, int, int, int]) -> Any:
     if bias is None or callable(bias):
         return bias
     return check_bias(bias, shape)
-
-
-def _dense(request: Request) -> jax.Array | tuple[jax.Array, ...]:
-    """The composition itself, with the full ``[B, N, T, S]`` logits and weights.
-
-    Recognised scores and softmax weightings use the same math laid out for speed
-    (:mod:`attn.kernels.dense`); anything else calls the components as given.
-    """
-    shape = request.shape
-    folded = plan.fold_score(request.score, request.q, request.k)
-    if folded is not None:
-        logits_bnts = dense.logits(*folded)
-    else:
-        logits_bnts = request.score(request.q, request.k)
-        if logits_bnts.shape != shape:
-            raise ValueError(
-                f"score {request.score!r} returned {logits_bnts.shape}, expected {shape}"
-            )
-    bias_bnts = request.bias
-    if request.bias_is_rule:
-        bias_bnts = rules.dense_values(request.bias, shape)
-    if bias_bnts is not None:
-        logits_bnts = logits_bnts + bias_bnts
-    mask_bnts = masks.as_array(request.mask, shape)
-
-    recognized = plan.recognize_weighting(request.weighting)
-    if recognized is not None and recognized.kind == "softmax":
-        # A -inf logit counts as masked (as in attn.weighting). Recognised scores are finite,
-        # so only a bias or a user's score can make one; test those, not the logits, when we
-        # can (a test on the logits doubles the backward pass's time on XLA:CPU).
-        visible = mask_bnts
-        source = logits_bnts if folded is None else bias_bnts
-        if source is not None:
-            finite = source != -jnp.inf
-            visible = finite if visible is None else visible & finite
-        sink = None
-        if recognized.param is not None:
-            sink = plan.row_param(recognized.param, shape, "softmax_with_sink: sink_logit")
-        weights_bnts = dense.softmax(
-            logits_bnts,
-            visible,
-            inverse_temperature=plan.inverse_temperature(recognized.temperature, shape),
-            sink=sink,
-        )
-    else:
-        weights_bnts = request.weighting(logits_bnts, mask_bnts)
-    returned_weights = weights_bnts
-    if request.dropout_rate > 0.0:
-        weights_bnts = _dropout(weights_bnts, request.dropout_rate, request.rng)
-    out = dense.weighted_sum(weights_bnts, request.v)
-
-    extras: list[Any] = []
-    if request.return_weights:
-        extras.append(returned_weights)
-    if request.return_lse:
-        extras.append(_log_normalizer_for(request.weighting)(logits_bnts, mask_bnts))
-    return (out, *extras) if extras else out
 
 
 def attend(
@@ -170,24 +123,31 @@ def attend(
         ``ValueError`` naming it.
       return_weights: also return the weights ``[B, N, T, S]`` (float32; for plots).
       return_lse: also return the log-sum-exp of each row's logits ``[B, N, T]`` (softmax-type
-        weightings only; ``-inf`` for fully masked rows).
+        weightings only; ``-inf`` for fully masked rows). Unlike ``jax.nn``'s residual (a
+        stop-gradient), it is differentiable: gradients flow through it into q, k and the
+        bias, as :func:`attn.merge` needs.
 
     Returns:
       ``out [B, T, N, Hv]`` in the dtype of ``v``, or ``(out, weights)``, ``(out, lse)`` or
       ``(out, weights, lse)`` as asked. A query that may see no key outputs 0 with gradient 0.
+      ``T = 0`` gives an empty output and ``S = 0`` leaves every query without a key (output
+      0, lse ``-inf``), in every implementation.
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    if implementation not in dispatch.NAMES:
+        raise ValueError(f"implementation must be one of {dispatch.NAMES}, got {implementation!r}")
     if not 0.0 <= dropout_rate < 1.0:
         raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
     if dropout_rate > 0.0 and rng is None:
         raise ValueError(f"dropout_rate={dropout_rate} needs an rng (a jax.random key)")
-    score_fn = catalog.get("score", score) if isinstance(score, str) else score
-    weighting_fn = catalog.get("weighting", weighting) if isinstance(weighting, str) else weighting
+    _check_rng(rng)
+    # Functions come back as they are; anything else that is not a spec raises TypeError.
+    score_fn = catalog.get("score", score)
+    weighting_fn = catalog.get("weighting", weighting)
     if return_lse:
-        _log_normalizer_for(weighting_fn)  # raises for weightings without a log-sum-exp
+        dense.log_normalizer_for(weighting_fn)  # raises for weightings without a log-sum-exp
 
     B, T, N, _, S, _ = scores.check_qk(q, k, same_features=False)
+    _check_features(score_fn, q, k)
     _check_v(v, k)
     shape = (B, N, T, S)
     request = Request(
@@ -203,12 +163,4 @@ def attend(
         return_weights=return_weights,
         return_lse=return_lse,
     )
-    chosen = dispatch.choose(request) if implementation == "auto" else implementation
-    reason = dispatch.unsupported(chosen, request)
-    if reason is not None:
-        raise ValueError(f"implementation={chosen!r} cannot {reason}")
-    if chosen in ("chunked", "pallas"):
-        return dispatch.run_tiled(chosen, request)
-    if chosen == "cudnn":
-        return jax_nn.attention(request, implementation="cudnn")
-    return _dense(request)
+    return dispatch.run(implementation, request)

@@ -10,7 +10,11 @@ A spec is a catalog name, a call with literal arguments, or an import string:
 
 Scores and weightings come back as functions (keyword arguments bound with ``partial``); masks
 come back as :class:`attn.masks.Mask` objects and attention variants as configured objects
-(their factories are called).
+(their factories are called). Arguments are bound against the function's signature when the
+spec is resolved, so a misspelt or misplaced argument fails when a config is read, not when the
+model is traced: scores and weightings take keyword arguments only (their positional
+parameters are the call's inputs, logits or queries), factories take their own parameters.
+Every such error is a ``ValueError`` that names the spec.
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from __future__ import annotations
 import ast
 import functools
 import importlib
+import inspect
 import operator
 from collections.abc import Callable
 from typing import Any
 
-from attn import masks, scores, weighting
-from attn.kernels import variants
+from attn import masks, scores, variants, weighting
 
 __all__ = ["KINDS", "get", "names"]
 
@@ -121,15 +125,57 @@ def _build(kind: str, node: ast.expr, spec: str) -> Any:
     fn = table[name_node.id]
     args = [_literal(a, spec) for a in call.args] if call else []
     kwargs = {kw.arg: _literal(kw.value, spec) for kw in call.keywords} if call else {}
-    if kind in _FACTORY_KINDS:
-        return fn(*args, **kwargs)
     if kind in _LAZY_TABLES:
         if args or kwargs:
             raise ValueError(
                 f"{kind} specs take no arguments here; set them in the config: {spec!r}"
             )
         return fn
-    return functools.partial(fn, *args, **kwargs) if (args or kwargs) else fn
+    return _bind(kind, name_node.id, fn, args, kwargs, spec)
+
+
+def _settable(signature: inspect.Signature, factory: bool) -> list[str] | None:
+    """The parameters a spec may set (``None``: any, the function takes ``**kwargs``). A
+    factory's are all of its own; a bound function's only the keyword-only ones, because its
+    positional parameters are the inputs it is later called with."""
+    kinds = [inspect.Parameter.KEYWORD_ONLY]
+    if factory:
+        kinds.append(inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return [p.name for p in parameters if p.kind in kinds]
+
+
+def _bind(
+    kind: str,
+    name: str,
+    fn: Callable[..., Any],
+    args: list[Any],
+    kwargs: dict[str, Any],
+    spec: str,
+) -> Any:
+    """``fn`` with the spec's arguments: called (factories) or bound with ``partial``."""
+    factory = kind in _FACTORY_KINDS
+    where = f"in {kind} spec {spec!r}"
+    if args and not factory:
+        raise ValueError(
+            f"{where}: arguments must be keyword arguments (name=value); a positional one "
+            f"would bind {name}'s own inputs"
+        )
+    settable = _settable(inspect.signature(fn), factory)
+    unknown = [key for key in kwargs if settable is not None and key not in settable]
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown argument {unknown[0]!r}; {name} takes "
+            f"{', '.join(settable) if settable else 'no arguments'}"
+        )
+    if not factory:
+        return functools.partial(fn, **kwargs) if kwargs else fn
+    try:
+        return fn(*args, **kwargs)
+    except (TypeError, ValueError) as error:  # missing or bad values, as the factory says
+        raise ValueError(f"{where}: {error}") from error
 
 
 def get(kind: str, spec: str | Callable[..., Any]) -> Any:
@@ -140,7 +186,10 @@ def get(kind: str, spec: str | Callable[..., Any]) -> Any:
     if callable(spec) or isinstance(spec, masks.Mask):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"{kind} spec must be a string or a callable, got {spec!r}")
+        raise TypeError(
+            f"{kind} must be a catalog spec (a string) or a callable, got "
+            f"{type(spec).__name__} {spec!r}"
+        )
     _table(kind)
     if ":" in spec:
         return _import_string(spec.strip())

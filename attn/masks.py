@@ -4,7 +4,10 @@ A :class:`Mask` can
 
 * build a dense boolean array broadcastable to ``[B, N, T, S]`` (:meth:`Mask.dense`), and
 * summarise ``(query tile, key tile)`` pairs as fully masked, partial or fully visible
-  (:meth:`Mask.tile_summary`), so that kernels can skip tiles or drop the elementwise test.
+  (:meth:`Mask.tile_summary`), so that kernels can skip tiles or drop the elementwise test,
+* describe itself as the ``&`` of closed-form :class:`Factors` (windows, lengths, key-only
+  arrays) for backends that take masks as arguments rather than rules (:meth:`Mask.factors`),
+* check its arrays against an attention shape ``(B, N, T, S)`` (:meth:`Mask.check`).
 
 Masks combine with ``&``, ``|`` and ``~``. Plain boolean arrays are accepted wherever a mask is
 (see :func:`from_array`, :func:`as_array`). Rules are written with operators and indexing only,
@@ -26,6 +29,7 @@ import numpy as np
 Array = Any  # jax.Array or np.ndarray: rules work on both.
 
 __all__ = [
+    "Factors",
     "Mask",
     "TileSummary",
     "as_array",
@@ -63,6 +67,92 @@ class TileSummary:
     @property
     def partial(self) -> Array:
         return self.any_visible & ~self.all_visible
+
+
+def _both(a: Any, b: Any, combine: Callable[[Any, Any], Any]) -> Any:
+    """``combine(a, b)``, or the one that is not ``None``."""
+    return b if a is None else a if b is None else combine(a, b)
+
+
+def _per_row(lengths: Array) -> jax.Array:
+    """Lengths ``[B]`` or one for all examples as an int32 column ``[B | 1, 1]``."""
+    return jnp.reshape(jnp.asarray(lengths, jnp.int32), (-1, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Factors:
+    """A mask as the ``&`` of closed-form factors, for backends that take masks as arguments
+    (``jax.nn.dot_product_attention``'s window and lengths) or as query and key validity
+    (linear attention) rather than as a rule. :meth:`Mask.factors` gives them.
+
+    Query ``i`` of example ``b`` may see key ``j`` iff every factor that is not ``None`` holds:
+
+    * ``left``: ``j >= i - left``; ``right``: ``j <= i + right`` (``causal(offset)`` is
+      ``right=offset``; ``sliding_window(left, right)`` sets both);
+    * ``q_lengths``: ``i < q_lengths[b]``; ``kv_lengths``: ``j < kv_lengths[b]`` (int arrays
+      ``[B]`` or scalars, maybe traced);
+    * ``kv_valid``: ``kv_valid[b, j]`` (bool ``[B | 1, S]``: a key-only array mask);
+    * ``rest``: the part with no closed form, a :class:`Mask` whose rule decides.
+
+    With ``rest is None`` the factors are the whole mask, exactly.
+    """
+
+    left: int | None = None
+    right: int | None = None
+    q_lengths: Array | None = None
+    kv_lengths: Array | None = None
+    kv_valid: Array | None = None
+    rest: Mask | None = None
+
+    def __and__(self, other: Factors) -> Factors:
+        def xp(*values: Any) -> Any:
+            return np if _is_host(*values) else jnp
+
+        return Factors(
+            left=_both(self.left, other.left, min),
+            right=_both(self.right, other.right, min),
+            q_lengths=_both(self.q_lengths, other.q_lengths, lambda a, b: xp(a, b).minimum(a, b)),
+            kv_lengths=_both(
+                self.kv_lengths, other.kv_lengths, lambda a, b: xp(a, b).minimum(a, b)
+            ),
+            kv_valid=_both(self.kv_valid, other.kv_valid, lambda a, b: a & b),
+            rest=_both(self.rest, other.rest, lambda a, b: a & b),
+        )
+
+    def queries(self, shape: tuple[int, int, int, int]) -> jax.Array | None:
+        """Bool ``[B, T]``: the queries that ``q_lengths`` keeps (``None``: every query)."""
+        B, _, T, _ = _check_dims(shape)
+        if self.q_lengths is None:
+            return None
+        return jnp.broadcast_to(jnp.arange(T)[None, :] < _per_row(self.q_lengths), (B, T))
+
+    def keys(self, shape: tuple[int, int, int, int]) -> jax.Array | None:
+        """Bool ``[B, S]``: the keys that the key-only factors (``kv_lengths``, ``kv_valid``)
+        keep; no query sees any other key, whatever ``rest`` says (``None``: every key)."""
+        B, _, _, S = _check_dims(shape)
+        valid = None
+        if self.kv_lengths is not None:
+            valid = jnp.arange(S)[None, :] < _per_row(self.kv_lengths)
+        if self.kv_valid is not None:
+            valid = _both(valid, jnp.asarray(self.kv_valid), lambda a, b: a & b)
+        return None if valid is None else jnp.broadcast_to(valid, (B, S))
+
+    def interval(self, shape: tuple[int, int, int, int]) -> tuple[jax.Array, jax.Array]:
+        """Per query row, the first and last key that the window and length factors let it
+        see: int32 ``[B, T]`` each, within ``[0, S - 1]`` unless the row sees nothing (then
+        ``first > last``). The mask's own rows when ``kv_valid`` and ``rest`` are ``None``."""
+        B, _, T, S = _check_dims(shape)
+        row = jnp.arange(T, dtype=jnp.int32)[None, :]
+        first, last = jnp.zeros_like(row), jnp.full_like(row, S - 1)
+        if self.left is not None:
+            first = jnp.maximum(first, row - self.left)
+        if self.right is not None:
+            last = jnp.minimum(last, row + self.right)
+        if self.kv_lengths is not None:
+            last = jnp.minimum(last, _per_row(self.kv_lengths) - 1)
+        if self.q_lengths is not None:
+            last = jnp.where(row < _per_row(self.q_lengths), last, -1)
+        return jnp.broadcast_to(first, (B, T)), jnp.broadcast_to(last, (B, T))
 
 
 def _pytree(*meta_fields: str) -> Callable[[type], type]:
@@ -174,6 +264,19 @@ class Mask(abc.ABC):
             all_visible = all_visible[None]
         return TileSummary(any_visible, all_visible)
 
+    def factors(self) -> Factors:
+        """The mask as the ``&`` of closed-form :class:`Factors`; what has no closed form is
+        ``rest``. Masks without a closed form return ``Factors(rest=self)``."""
+        return Factors(rest=self)
+
+    def check(self, shape: tuple[int, int, int, int]) -> None:
+        """Raise ``ValueError`` unless the mask's arrays (lengths, ids, boolean arrays) fit
+        attention of ``shape = (B, N, T, S)``; a rule without arrays fits every shape.
+
+        Rules index their arrays with the positions of that shape, so an array of another
+        length would be read out of range (jax clamps such reads silently)."""
+        _check_dims(shape)
+
     def _tile_rule(
         self,
         b: Array,
@@ -223,6 +326,29 @@ class Mask(abc.ABC):
         return _Not(self)
 
 
+def _check_shape(
+    array: Array | None,
+    allowed: dict[str, tuple[int, ...]],
+    where: str,
+    shape: tuple[int, int, int, int],
+) -> None:
+    """Raise unless ``array`` (if any) has one of the ``allowed`` shapes (described by key)."""
+    if array is None or tuple(array.shape) in allowed.values():
+        return
+    expected = " or ".join(
+        f"{name} = {value}" if value else name for name, value in allowed.items()
+    )
+    raise ValueError(
+        f"{where} has shape {tuple(array.shape)}, expected {expected} for attention of shape "
+        f"[B, N, T, S] = {tuple(shape)}"
+    )
+
+
+def _check_lengths(array: Array | None, where: str, shape: tuple[int, int, int, int]) -> None:
+    """Per-example values: one for all examples, or ``[B]``."""
+    _check_shape(array, {"a scalar": (), "[B]": (shape[0],)}, where, shape)
+
+
 # --------------------------------------------------------------------------- combinators
 
 
@@ -234,6 +360,13 @@ class _And(Mask):
 
     def rule(self, b, h, q_idx, kv_idx):
         return self.left.rule(b, h, q_idx, kv_idx) & self.right.rule(b, h, q_idx, kv_idx)
+
+    def factors(self):
+        return self.left.factors() & self.right.factors()
+
+    def check(self, shape):
+        self.left.check(shape)
+        self.right.check(shape)
 
     def _tile_rule(self, *args):
         a, c = self.left._tile_rule(*args), self.right._tile_rule(*args)
@@ -249,6 +382,10 @@ class _Or(Mask):
     def rule(self, b, h, q_idx, kv_idx):
         return self.left.rule(b, h, q_idx, kv_idx) | self.right.rule(b, h, q_idx, kv_idx)
 
+    def check(self, shape):
+        self.left.check(shape)
+        self.right.check(shape)
+
     def _tile_rule(self, *args):
         a, c = self.left._tile_rule(*args), self.right._tile_rule(*args)
         return TileSummary(a.any_visible | c.any_visible, a.all_visible | c.all_visible)
@@ -261,6 +398,9 @@ class _Not(Mask):
 
     def rule(self, b, h, q_idx, kv_idx):
         return ~self.inner.rule(b, h, q_idx, kv_idx)
+
+    def check(self, shape):
+        self.inner.check(shape)
 
     def _tile_rule(self, *args):
         s = self.inner._tile_rule(*args)
@@ -278,6 +418,9 @@ class _Causal(Mask):
     def rule(self, b, h, q_idx, kv_idx):
         return kv_idx <= q_idx + self.offset
 
+    def factors(self):
+        return Factors(right=self.offset)
+
     def _tile_rule(self, b, h, q_first, q_last, kv_first, kv_last, shape, tiles):
         return TileSummary(kv_first <= q_last + self.offset, kv_last <= q_first + self.offset)
 
@@ -285,13 +428,16 @@ class _Causal(Mask):
 @_pytree()
 @dataclasses.dataclass(frozen=True, eq=False)
 class _ExampleCausal(Mask):
-    offsets: Array  # [B] int
+    offsets: Array  # [B] or scalar int
 
     def rule(self, b, h, q_idx, kv_idx):
-        return kv_idx <= q_idx + _lookup(self.offsets, b)
+        return kv_idx <= q_idx + _per_example(self.offsets, b)
+
+    def check(self, shape):
+        _check_lengths(self.offsets, "causal: offset", shape)
 
     def _tile_rule(self, b, h, q_first, q_last, kv_first, kv_last, shape, tiles):
-        offset = _lookup(self.offsets, b)
+        offset = _per_example(self.offsets, b)
         return TileSummary(kv_first <= q_last + offset, kv_last <= q_first + offset)
 
 
@@ -320,6 +466,9 @@ class _Window(Mask):
         if self.right is not None:
             out = out & (kv_idx <= q_idx + self.right)
         return out
+
+    def factors(self):
+        return Factors(left=self.left, right=self.right)
 
     def _tile_rule(self, b, h, q_first, q_last, kv_first, kv_last, shape, tiles):
         any_visible = all_visible = np.bool_(True)
@@ -450,6 +599,13 @@ class _Padding(Mask):
             out = out & (kv_idx < _per_example(self.kv_lengths, b))
         return out
 
+    def factors(self):
+        return Factors(q_lengths=self.q_lengths, kv_lengths=self.kv_lengths)
+
+    def check(self, shape):
+        _check_lengths(self.q_lengths, "padding: q_lengths", shape)
+        _check_lengths(self.kv_lengths, "padding: kv_lengths", shape)
+
     def _tile_rule(self, b, h, q_first, q_last, kv_first, kv_last, shape, tiles):
         any_visible = all_visible = np.bool_(True)
         if self.q_lengths is not None:
@@ -483,6 +639,11 @@ class _Segments(Mask):
 
     def rule(self, b, h, q_idx, kv_idx):
         return _lookup(self.q_ids, b, q_idx) == _lookup(self.kv_ids, b, kv_idx)
+
+    def check(self, shape):
+        B, _, T, S = shape
+        _check_shape(self.q_ids, {"[B, T]": (B, T)}, "segments: q_ids", shape)
+        _check_shape(self.kv_ids, {"[B, S]": (B, S)}, "segments: kv_ids", shape)
 
     def _tile_rule(self, b, h, q_first, q_last, kv_first, kv_last, shape, tiles):
         # Equal ids are only possible where the tiles' id ranges overlap; a tile is fully visible
@@ -534,6 +695,9 @@ class _KeyPrefix(Mask):
 
     def rule(self, b, h, q_idx, kv_idx):
         return (kv_idx < _per_example(self.prefix_lengths, b)) | (q_idx < 0)
+
+    def check(self, shape):
+        _check_lengths(self.prefix_lengths, "prefix_lm: prefix_lengths", shape)
 
     def _tile_rule(self, b, h, q_first, q_last, kv_first, kv_last, shape, tiles):
         prefix = _per_example(self.prefix_lengths, b)
@@ -611,8 +775,16 @@ class _ArrayMask(Mask):
         )
 
     def dense(self, shape):
-        _check_broadcastable(self.array, _check_dims(shape), "mask")
+        self.check(shape)
         return self.array
+
+    def check(self, shape):
+        _check_broadcastable(self.array, _check_dims(shape), "mask")
+
+    def factors(self):
+        if self.array.shape[1:3] == (1, 1):  # [B | 1, 1, 1, S]: depends on the key alone
+            return Factors(kv_valid=self.array[:, 0, 0, :])
+        return Factors(rest=self)
 
 
 def _check_broadcastable(array: Array, shape: tuple[int, ...], name: str) -> None:

@@ -32,6 +32,11 @@ def check_qk(q: jax.Array, k: jax.Array, *, same_features: bool = True) -> tuple
     Bk, S, K, Hk = k.shape
     if Bk != B:
         raise ValueError(f"q and k differ in batch size: q {q.shape}, k {k.shape}")
+    if min(N, K, H, Hk) < 1:
+        raise ValueError(
+            f"q and k need at least one head and one feature (N, K, H >= 1): q {q.shape}, "
+            f"k {k.shape}"
+        )
     if N % K:
         raise ValueError(
             f"query heads N={N} must be a multiple of key heads K={K}: q {q.shape}, k {k.shape}"

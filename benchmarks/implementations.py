@@ -14,7 +14,7 @@ from collections.abc import Callable
 import jax
 
 import attn
-from attn import kernels, masks
+from attn import masks, variants
 
 __all__ = ["IMPLEMENTATIONS", "make"]
 
@@ -61,14 +61,14 @@ def _tokamax(causal: bool) -> Fn:
 
 
 def _linear(causal: bool) -> Fn:
-    return functools.partial(kernels.linear_attention, feature_map="elu", causal=causal)
+    return functools.partial(variants.linear_attention, feature_map="elu", causal=causal)
 
 
 def _performer(causal: bool) -> Fn:
     def fn(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
         # M = 256 features for H = 64, about the paper's H log H.
-        projection = kernels.random_features(jax.random.key(0), 256, q.shape[-1])
-        return kernels.performer_attention(q, k, v, projection, causal=causal)
+        projection = variants.random_features(jax.random.key(0), 256, q.shape[-1])
+        return variants.performer_attention(q, k, v, projection, causal=causal)
 
     return fn
 

@@ -300,6 +300,22 @@ def test_no_nan_and_masked_rows_zero(t, s, num_kv_heads, dtype, seed, large):
         ({"score": "dott"}, ValueError, "valid score names: additive, cosine, dot"),
         ({"weighting": "softmaxx"}, ValueError, "valid weighting names"),
         ({"score": lambda q, k: q}, ValueError, "returned"),
+        ({"mask": "causal"}, TypeError, "mask must be an attn.masks.Mask.*got the string"),
+        ({"weighting": 42}, TypeError, "weighting must be a catalog spec .* got int 42"),
+        ({"score": None}, TypeError, "score must be a catalog spec .* got NoneType"),
+        ({"rng": 0, "dropout_rate": 0.1}, TypeError, "rng must be a jax.random key"),
+        ({"rng": np.zeros(2, np.int32)}, TypeError, "rng must be a jax.random key"),
+        (
+            {"k": np.zeros((B, S, N, H + 1), np.float32)},
+            ValueError,
+            "score scaled_dot needs q and k with the same head features H",
+        ),
+        ({"k": np.zeros((B, S, 0, H), np.float32)}, ValueError, r"N, K, H >= 1"),
+        (
+            {"q": np.zeros((B, T, N, 0), np.float32), "k": np.zeros((B, S, N, 0), np.float32)},
+            ValueError,
+            r"N, K, H >= 1",
+        ),
     ],
 )
 def test_bad_input_raises_a_clear_error(kwargs, error, message):
@@ -308,3 +324,25 @@ def test_bad_input_raises_a_clear_error(kwargs, error, message):
     args.update({name: kwargs.pop(name) for name in ("q", "k", "v") if name in kwargs})
     with pytest.raises(error, match=message):
         attn.attend(args["q"], args["k"], args["v"], **kwargs)
+
+
+@pytest.mark.parametrize("implementation", ["dense", "chunked", "pallas", "auto"])
+@pytest.mark.parametrize(("t", "s"), [(0, S), (T, 0), (0, 0)])
+def test_empty_sequences_give_the_same_result_everywhere(t, s, implementation):
+    """T = 0: an empty output; S = 0: every query sees nothing (0, lse -inf, gradient 0)."""
+    q, k, v = make_qkv(2, t=t, s=s)
+    mask = masks.causal()
+
+    def loss(q, k, v):
+        out, _ = attn.attend(q, k, v, mask=mask, return_lse=True, implementation=implementation)
+        return out.sum()
+
+    out, lse = attn.attend(q, k, v, mask=mask, return_lse=True, implementation=implementation)
+    assert out.shape == (B, t, N, H) and lse.shape == (B, N, t)
+    assert not np.asarray(out).any() and np.all(np.asarray(lse) == -np.inf)
+    for grad in jax.grad(loss, argnums=(0, 1, 2))(q, k, v):
+        assert not np.asarray(grad).any()
+    if t and not s:
+        chunked = attn.kernels.chunked_attention(q, k, v, return_lse=True)
+        np.testing.assert_array_equal(chunked[0], out)
+        np.testing.assert_array_equal(chunked[1], lse)

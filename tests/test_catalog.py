@@ -66,6 +66,48 @@ def test_bad_specs_raise_a_clear_error(kind, spec, message):
         catalog.get(kind, spec)
 
 
+@pytest.mark.parametrize(
+    ("kind", "spec", "message"),
+    [
+        (
+            "weighting",
+            "softmax(tempurature=2.0)",
+            "unknown argument 'tempurature'; softmax takes temperature",
+        ),
+        ("weighting", "softmax(2.0)", "arguments must be keyword arguments"),
+        ("score", "cosine(0.1)", "arguments must be keyword arguments"),
+        ("score", "scaled_dot(q=1)", "unknown argument 'q'; scaled_dot takes scale"),
+        ("mask", "causal(bogus=1)", "unknown argument 'bogus'; causal takes offset"),
+        ("mask", "causal() & chunked()", "in mask spec .*: chunked.* missing .* 'size'"),
+        ("mask", "global_tokens(1, 2)", "takes 1 positional argument but 2 were given"),
+        ("attention", "performer(num_features=0)", "Performer: num_features must be an int >= 1"),
+        ("attention", "performer(seed=1.5)", "Performer: seed must be an int, got 1.5"),
+        ("attention", "linear(chunk=0)", "Linear: chunk must be an int >= 1"),
+        ("attention", "linformer(projected_length=0)", "projected_length must be an int >= 1"),
+        ("attention", "linformer(max_length=-1)", "max_length must be an int >= 1"),
+        ("attention", "performer(features=8)", "performer takes num_features, seed, chunk"),
+    ],
+)
+def test_spec_arguments_are_bound_when_resolved(kind, spec, message):
+    """Bad arguments fail in catalog.get (config validation), as ValueError naming the spec."""
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        catalog.get(kind, spec)
+
+
+def test_factory_specs_take_their_own_positional_arguments():
+    shape = (1, 1, 6, 6)
+    np.testing.assert_array_equal(
+        catalog.get("mask", "sliding_window(2, right=1)").dense(shape),
+        masks.sliding_window(left=2, right=1).dense(shape),
+    )
+
+
+@pytest.mark.parametrize("spec", [42, None, 1.5])
+def test_specs_that_are_neither_strings_nor_callables_raise_type_error(spec):
+    with pytest.raises(TypeError, match=r"weighting must be a catalog spec .* or a callable, got"):
+        catalog.get("weighting", spec)
+
+
 def test_datasets_and_models_load_lazily():
     assert "reverse" in catalog.names("dataset") and "tiny_shakespeare" in catalog.names("dataset")
     assert catalog.names("model") == [
@@ -101,3 +143,19 @@ def test_import_attn_needs_jax_alone():
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_flax_subpackages_load_on_first_attribute_access():
+    """``import attn`` leaves attn.nn (and flax) unloaded; ``attn.nn`` then imports it."""
+    code = (
+        "import sys\nimport attn\n"
+        "assert 'flax' not in sys.modules and 'attn.nn' not in sys.modules\n"
+        "assert attn.nn.MultiHeadAttention is sys.modules['attn.nn'].MultiHeadAttention\n"
+        "assert 'nn' in dir(attn) and 'decoder_lm' in attn.models.MODELS\n"
+        "try:\n    attn.no_such_module\nexcept AttributeError as error:\n    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "module 'attn' has no attribute 'no_such_module'"

@@ -363,3 +363,123 @@ def test_rules_run_on_traced_indices(name):
     )
     got = jax.jit(mask.rule)(b, h, i, j)
     np.testing.assert_array_equal(np.broadcast_to(got, SHAPE), numpy_rule(name))
+
+
+# --------------------------------------------------------------------------- factors and checks
+
+KEY_ARRAY = np.arange(S)[None, None, None, :] < np.array([7, 2])[:, None, None, None]  # [B,1,1,S]
+FACTORED = {
+    **MASKS,
+    "causal_window_padding": lambda: (
+        masks.causal() & masks.sliding_window(3, 2) & masks.padding(LENGTHS_Q, LENGTHS_KV)
+    ),
+    "two_paddings": lambda: masks.padding(kv_lengths=LENGTHS_KV) & masks.padding(LENGTHS_Q, 9),
+    "key_array_and_segments": lambda: masks.from_array(KEY_ARRAY) & masks.segments(SEG_Q, SEG_KV),
+    "padding_or_causal": lambda: masks.padding(kv_lengths=LENGTHS_KV) | masks.causal(),
+}
+# Masks whose factors are the whole mask: a window, lengths, and their `&`.
+CLOSED_FORM = {
+    "causal",
+    "causal_offset",
+    "causal_negative_offset",
+    "window",
+    "window_both",
+    "window_right_only",
+    "padding",
+    "padding_kv",
+    "causal_window_padding",
+    "two_paddings",
+}
+
+
+def dense_from_factors(factors):
+    """The mask that ``factors`` describe, in plain NumPy (Factors' documented meaning)."""
+    b, _, i, j = grid()
+    out = np.ones(SHAPE, bool)
+    if factors.left is not None:
+        out &= j >= i - factors.left
+    if factors.right is not None:
+        out &= j <= i + factors.right
+    if factors.q_lengths is not None:
+        out &= i < np.broadcast_to(np.asarray(factors.q_lengths), (B,))[b]
+    if factors.kv_lengths is not None:
+        out &= j < np.broadcast_to(np.asarray(factors.kv_lengths), (B,))[b]
+    if factors.kv_valid is not None:
+        out &= np.broadcast_to(np.asarray(factors.kv_valid), (B, S))[b, j]
+    if factors.rest is not None:
+        out &= np.broadcast_to(np.asarray(factors.rest.dense(SHAPE)), SHAPE)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(FACTORED))
+def test_factors_describe_the_mask_exactly(name):
+    mask = FACTORED[name]()
+    factors = mask.factors()
+    np.testing.assert_array_equal(
+        dense_from_factors(factors), np.broadcast_to(mask.dense(SHAPE), SHAPE)
+    )
+    assert (factors.rest is None) == (name in CLOSED_FORM)
+
+
+@pytest.mark.parametrize("name", sorted(CLOSED_FORM))
+def test_factor_intervals_are_the_rows_of_closed_form_masks(name):
+    """first/last visible key per query row, and empty rows, as in the dense mask."""
+    dense = np.broadcast_to(MASKS.get(name, FACTORED[name])().dense(SHAPE), SHAPE)[:, 0]
+    first, last = (np.asarray(a) for a in FACTORED[name]().factors().interval(SHAPE))
+    seen = dense.any(-1)
+    np.testing.assert_array_equal(first <= last, seen)
+    np.testing.assert_array_equal(first[seen], dense.argmax(-1)[seen])
+    np.testing.assert_array_equal(last[seen], S - 1 - dense[..., ::-1].argmax(-1)[seen])
+
+
+def test_factor_queries_and_keys():
+    factors = (masks.padding(LENGTHS_Q, LENGTHS_KV) & masks.from_array(KEY_ARRAY)).factors()
+    np.testing.assert_array_equal(factors.queries(SHAPE), np.arange(T) < LENGTHS_Q[:, None])
+    want_keys = (np.arange(S) < LENGTHS_KV[:, None]) & KEY_ARRAY[:, 0, 0, :]
+    np.testing.assert_array_equal(factors.keys(SHAPE), want_keys)
+    assert masks.causal().factors().keys(SHAPE) is None
+    assert masks.causal().factors().queries(SHAPE) is None
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: masks.segments(np.zeros((B, 5), int)),
+            r"segments: q_ids has shape \(2, 5\), expected \[B, T\] = \(2, 11\) for attention "
+            r"of shape \[B, N, T, S\] = \(2, 3, 11, 13\)",
+        ),
+        (
+            lambda: masks.causal() & masks.padding(kv_lengths=np.array([3, 4, 5])),
+            r"padding: kv_lengths has shape \(3,\), expected a scalar or \[B\] = \(2,\)",
+        ),
+        (lambda: ~masks.padding(q_lengths=jnp.array([1])), r"padding: q_lengths has shape \(1,\)"),
+        (lambda: masks.global_tokens(1) | masks.prefix_lm(np.ones(3, int)), "prefix_lm"),
+        (lambda: masks.causal(jnp.array([1, 2, 3])), r"causal: offset has shape \(3,\)"),
+        (lambda: masks.from_array(np.ones((3, 1, T, S), bool)), "does not broadcast"),
+    ],
+)
+def test_check_names_the_mask_and_the_shapes(make, message):
+    with pytest.raises(ValueError, match=message):
+        make().check(SHAPE)
+
+
+def test_one_causal_offset_array_serves_every_example():
+    mask = masks.causal(jnp.asarray(2))
+    mask.check(SHAPE)
+    np.testing.assert_array_equal(
+        np.broadcast_to(mask.dense(SHAPE), SHAPE), numpy_rule("causal_offset")
+    )
+
+
+@pytest.mark.parametrize("implementation", ["dense", "chunked", "pallas"])
+@pytest.mark.parametrize(
+    "mask",
+    [masks.segments(np.zeros((B, 5), int)), masks.padding(kv_lengths=np.array([3, 4, 5]))],
+    ids=["segments", "padding"],
+)
+def test_attend_checks_mask_arrays_for_every_implementation(mask, implementation):
+    q = np.zeros((B, T, N, 4), np.float32)
+    k = v = np.zeros((B, S, N, 4), np.float32)
+    with pytest.raises(ValueError, match=r"has shape .* \[B, N, T, S\] = \(2, 3, 11, 13\)"):
+        attn.attend(q, k, v, mask=mask, implementation=implementation)

@@ -2,7 +2,7 @@
 kernel of :mod:`attn.kernels.flash`.
 
 Logits here are plain ``q . k + bias``: scaling, temperature and normalised (cosine) scores are
-folded into q and k by the caller (:mod:`attn.kernels.plan`), where autodiff handles them.
+folded into q and k by the caller (:mod:`attn.kernels.fold`), where autodiff handles them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from attn import masks
-from attn.kernels import flash, online, rules
-from attn.kernels import plan as plan_lib
+from attn.kernels import flash, fold, online, rules
 from attn.kernels.tiling import plan_tiles
 
 __all__ = ["chunked_attention", "tiled_attention"]
@@ -121,12 +120,16 @@ def tiled_attention(
             raise ValueError(f"{name} must have rank 4, got {getattr(x, 'shape', x)}")
     B, T, N, H = q.shape
     _, S, K, _ = k.shape
-    if k.shape != (B, S, K, H) or v.shape[:3] != (B, S, K) or N % K:
+    if k.shape != (B, S, K, H) or v.shape[:3] != (B, S, K) or K < 1 or N % K:
         raise ValueError(
             f"need q [B, T, N, H], k [B, S, K, H], v [B, S, K, Hv] with N % K == 0; "
             f"got q {q.shape}, k {k.shape}, v {v.shape}"
         )
     shape = (B, N, T, S)
+    if T == 0 or S == 0:
+        # No tiles: no queries, or no keys for any query (output 0, lse -inf), as in dense.
+        out = jnp.zeros((B, T, N, v.shape[-1]), v.dtype)
+        return (out, jnp.full((B, N, T), -jnp.inf, jnp.float32)) if return_lse else out
     if bias is not None and not callable(bias):
         raise TypeError(
             "chunked_attention: bias must be an elementwise rule (b, h, q_idx, kv_idx) -> float, "
@@ -147,7 +150,7 @@ def tiled_attention(
         weighting_param = _default_param(weighting, S)
     param_rows = None
     if weighting_param is not None:
-        param = plan_lib.row_param(weighting_param, shape, f"{weighting} parameter")
+        param = fold.row_param(weighting_param, shape, f"{weighting} parameter")
         param = jnp.broadcast_to(param, (B, N, T, 1)).transpose(0, 2, 1, 3)  # [B, T, N, 1]
         param_rows = _rows(param, Tp, K)[..., 0]
     mask_arrays, mask_rebuild = rules.partition(mask) if mask is not None else ([], None)

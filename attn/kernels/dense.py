@@ -1,18 +1,27 @@
-"""Dense attention pieces laid out for XLA: logits, a softmax with a cheap gradient, the sum.
+"""The dense implementation of :func:`attn.attend`: the composition itself, with the full
+``[B, N, T, S]`` logits and weights, and its pieces laid out for XLA.
 
 Same semantics as :mod:`attn.scores` and :mod:`attn.weighting`, arranged so that XLA:CPU runs
 them near ``jax.nn.dot_product_attention``'s speed: queries are grouped as ``[B, K, G, T, H]``
 before the matmul, so the ``[B, N, T, S]`` logits come out of it without a transpose, and the
 softmax has a custom JVP (``y * (dz - sum(y * dz))``) instead of differentiating through its
-masking and shifting.
+masking and shifting. Components it does not recognise are called as given.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["logits", "softmax", "weighted_sum"]
+from attn import masks, weighting
+from attn.kernels import fold, rules
+from attn.kernels.request import Request
+
+__all__ = ["attention", "log_normalizer_for", "logits", "softmax", "weighted_sum"]
 
 Array = jax.Array
 
@@ -94,3 +103,79 @@ def softmax(
     """
     z = logits_bnts if inverse_temperature is None else logits_bnts * inverse_temperature
     return _softmax(z, visible, sink)
+
+
+def log_normalizer_for(weighting_fn: Callable[..., Array]) -> Callable[..., Array]:
+    """The log-sum-exp residual that goes with a softmax-type weighting (with its settings)."""
+    base, keywords = fold.unwrap(weighting_fn)
+    if base is weighting.softmax:
+        return functools.partial(weighting.log_normalizer, **keywords)
+    if base is weighting.softmax_with_sink:
+        keywords.setdefault("sink_logit", 0.0)
+        return functools.partial(weighting.log_normalizer, **keywords)
+    raise ValueError(
+        f"return_lse: the log-sum-exp residual exists only for softmax and softmax_with_sink "
+        f"weightings, got {weighting_fn!r}"
+    )
+
+
+def _dropout(weights: Array, rate: float, rng: Array) -> Array:
+    keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
+    return jnp.where(keep, weights / (1.0 - rate), 0.0)
+
+
+def attention(request: Request) -> Array | tuple[Array, ...]:
+    """``request`` as the composition, with the full ``[B, N, T, S]`` logits and weights.
+
+    Recognised scores and softmax weightings use the pieces above; anything else calls the
+    components as given. Returns ``out`` and, as asked, the weights and the lse rows.
+    """
+    shape = request.shape
+    folded = fold.fold_score(request.score, request.q, request.k)
+    if folded is not None:
+        logits_bnts = logits(*folded)
+    else:
+        logits_bnts = request.score(request.q, request.k)
+        if logits_bnts.shape != shape:
+            raise ValueError(
+                f"score {request.score!r} returned {logits_bnts.shape}, expected {shape}"
+            )
+    bias_bnts = request.bias
+    if request.bias_is_rule:
+        bias_bnts = rules.dense_values(request.bias, shape)
+    if bias_bnts is not None:
+        logits_bnts = logits_bnts + bias_bnts
+    mask_bnts = masks.as_array(request.mask, shape)
+
+    recognized = fold.recognize_weighting(request.weighting)
+    if recognized is not None and recognized.kind == "softmax":
+        # A -inf logit counts as masked (as in attn.weighting). Recognised scores are finite,
+        # so only a bias or a user's score can make one; test those, not the logits, when we
+        # can (a test on the logits doubles the backward pass's time on XLA:CPU).
+        visible = mask_bnts
+        source = logits_bnts if folded is None else bias_bnts
+        if source is not None:
+            finite = source != -jnp.inf
+            visible = finite if visible is None else visible & finite
+        sink = None
+        if recognized.param is not None:
+            sink = fold.row_param(recognized.param, shape, "softmax_with_sink: sink_logit")
+        weights_bnts = softmax(
+            logits_bnts,
+            visible,
+            inverse_temperature=fold.inverse_temperature(recognized.temperature, shape),
+            sink=sink,
+        )
+    else:
+        weights_bnts = request.weighting(logits_bnts, mask_bnts)
+    returned_weights = weights_bnts
+    if request.dropout_rate > 0.0:
+        weights_bnts = _dropout(weights_bnts, request.dropout_rate, request.rng)
+    out = weighted_sum(weights_bnts, request.v)
+
+    extras: list[Any] = []
+    if request.return_weights:
+        extras.append(returned_weights)
+    if request.return_lse:
+        extras.append(log_normalizer_for(request.weighting)(logits_bnts, mask_bnts))
+    return (out, *extras) if extras else out

@@ -1,28 +1,29 @@
-"""Which implementation runs an attend call, and the chunked kernel behind attend's API.
+"""The table of :func:`attn.attend`'s implementations, and how ``"auto"`` picks from it.
 
-Every implementation answers ``unsupported(request) -> reason | None``. An explicit choice that
-cannot honour a request raises ``ValueError`` naming the reason; ``"auto"`` takes the first
-implementation without one, in order of expected speed for the backend and shape, and falls
-back to ``"dense"``, which runs every combination.
+Every entry answers ``unsupported(request) -> reason | None`` and computes ``run(request)``. An
+explicit choice that cannot honour a request raises ``ValueError`` naming the reason; ``"auto"``
+takes the first supported implementation in order of expected speed for the backend and shape
+and falls back to ``"dense"``, which runs every combination.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from attn.kernels import jax_nn, plan
+from attn.kernels import dense, fold, jax_nn
 from attn.kernels.chunked import chunked_attention
 from attn.kernels.pallas import pallas_attention
 from attn.kernels.request import Request
 
-__all__ = ["IMPLEMENTATIONS", "choose", "run_tiled", "unsupported"]
+__all__ = ["IMPLEMENTATIONS", "NAMES", "Implementation", "choose", "run"]
 
-IMPLEMENTATIONS = ("auto", "dense", "chunked", "cudnn", "pallas")
+Result = jax.Array | tuple[jax.Array, ...]
 
 # attend's chunked tiles: 512 queries x 256 keys measured fastest on XLA:CPU (BUILD_NOTES.md).
 Q_TILE, KV_TILE = 512, 256
@@ -33,20 +34,32 @@ PALLAS_TILE = 64
 CHUNKED_MIN_LOGITS = 512 * 512
 
 
+@dataclasses.dataclass(frozen=True)
+class Implementation:
+    """One way to compute attend's composition.
+
+    ``unsupported(request)`` says why it cannot run a request (``None`` if it can) and
+    ``run(request)`` computes ``out`` and, as the request asks, weights and lse rows.
+    """
+
+    unsupported: Callable[[Request], str | None]
+    run: Callable[[Request], Result]
+
+
 def _tiled_unsupported(request: Request) -> str | None:
     """Why the tiled kernels (chunked, Pallas) cannot run ``request``."""
     if request.dropout_rate > 0:
         return "apply dropout (use implementation='dense')"
     if request.return_weights:
         return "return weights: it never builds them (use implementation='dense')"
-    if not plan.foldable(request.score):
+    if not fold.foldable(request.score):
         return (
-            f"compute score {plan.describe(request.score)} (it folds dot, scaled_dot, cosine and "
+            f"compute score {fold.describe(request.score)} (it folds dot, scaled_dot, cosine and "
             "general into q and k; use implementation='dense')"
         )
-    if plan.recognize_weighting(request.weighting) is None:
+    if fold.recognize_weighting(request.weighting) is None:
         return (
-            f"apply weighting {plan.describe(request.weighting)} (it runs softmax, "
+            f"apply weighting {fold.describe(request.weighting)} (it runs softmax, "
             "softmax_with_sink, sigmoid, relu and squared_relu; use implementation='dense')"
         )
     if request.bias is not None and not request.bias_is_rule:
@@ -55,27 +68,6 @@ def _tiled_unsupported(request: Request) -> str | None:
             "such as attn.positional.alibi_rule(...), or use implementation='dense'"
         )
     return None
-
-
-def unsupported(implementation: str, request: Request) -> str | None:
-    """Why ``implementation`` cannot run ``request`` on the default backend (``None`` if it can)."""
-    if implementation in ("chunked", "pallas"):
-        return _tiled_unsupported(request)
-    if implementation == "cudnn":
-        return jax_nn.unsupported(request, backend=jax.default_backend())
-    return None
-
-
-def choose(request: Request) -> str:
-    """The implementation ``"auto"`` runs: cuDNN on GPU where it applies, chunked for long
-    sequences where it applies, dense otherwise."""
-    if jax.default_backend() == "gpu" and unsupported("cudnn", request) is None:
-        return "cudnn"
-    _, _, T, S = request.shape
-    # Pallas stays opt-in until its compiled (non-interpreted) form is measured on a GPU.
-    if T * S >= CHUNKED_MIN_LOGITS and unsupported("chunked", request) is None:
-        return "chunked"
-    return "dense"
 
 
 @functools.partial(
@@ -92,22 +84,20 @@ class _Tempered:
         return self.rule(b, h, q_idx, kv_idx) * self.inverse_temperature[b, h, q_idx]
 
 
-def run_tiled(implementation: str, request: Request) -> jax.Array | tuple[jax.Array, jax.Array]:
+def _run_tiled(implementation: str, request: Request) -> Result:
     """``request`` through :func:`attn.kernels.chunked_attention` (tiles ``Q_TILE`` x
     ``KV_TILE``) or :func:`attn.kernels.pallas_attention` (``PALLAS_TILE``): the score is folded
     into q and k, a softmax temperature into q and the bias rule."""
-    reason = _tiled_unsupported(request)
-    if reason is not None:
-        raise ValueError(f"implementation={implementation!r} cannot {reason}")
-    q, k = plan.fold_score(request.score, request.q, request.k)
-    weighting = plan.recognize_weighting(request.weighting)
+    q, k = fold.fold_score(request.score, request.q, request.k)
+    weighting = fold.recognize_weighting(request.weighting)
     bias = request.bias
     if weighting.kind == "softmax":
-        inverse = plan.inverse_temperature(weighting.temperature, request.shape)
+        inverse = fold.inverse_temperature(weighting.temperature, request.shape)
         if inverse is not None:
             q = (q * inverse.transpose(0, 2, 1, 3)).astype(q.dtype)  # [B, T, N, 1] rows
             if bias is not None:
                 bias = _Tempered(bias, jnp.broadcast_to(inverse[..., 0], request.shape[:3]))
+    # Tile sizes are read here, at call time, so that tests can shrink them.
     if implementation == "pallas":
         fn = functools.partial(pallas_attention, q_tile=PALLAS_TILE, kv_tile=PALLAS_TILE)
     else:
@@ -122,3 +112,48 @@ def run_tiled(implementation: str, request: Request) -> jax.Array | tuple[jax.Ar
         weighting_param=weighting.param,
         return_lse=request.return_lse,
     )
+
+
+IMPLEMENTATIONS: dict[str, Implementation] = {
+    "dense": Implementation(unsupported=lambda request: None, run=dense.attention),
+    "chunked": Implementation(
+        unsupported=_tiled_unsupported, run=functools.partial(_run_tiled, "chunked")
+    ),
+    # The backend is read per call: the same program may be traced for CPU and GPU.
+    "cudnn": Implementation(
+        unsupported=lambda request: jax_nn.unsupported(request, backend=jax.default_backend()),
+        run=functools.partial(jax_nn.attention, implementation="cudnn"),
+    ),
+    "pallas": Implementation(
+        unsupported=_tiled_unsupported, run=functools.partial(_run_tiled, "pallas")
+    ),
+}
+# The values attend(implementation=...) takes.
+NAMES = ("auto", *IMPLEMENTATIONS)
+
+
+def choose(request: Request) -> str:
+    """The implementation ``"auto"`` runs: cuDNN on GPU where it applies, chunked for long
+    sequences where it applies, dense otherwise. Pallas stays opt-in until its compiled
+    (non-interpreted) form is measured on a GPU."""
+    _, _, T, S = request.shape
+    candidates = ("cudnn", "chunked") if T * S >= CHUNKED_MIN_LOGITS else ("cudnn",)
+    for name in candidates:
+        if IMPLEMENTATIONS[name].unsupported(request) is None:
+            return name
+    return "dense"
+
+
+def run(implementation: str, request: Request) -> Result:
+    """``request`` through ``implementation`` (a key of :data:`IMPLEMENTATIONS` or ``"auto"``);
+    ``ValueError`` naming the reason if it cannot honour the request."""
+    chosen = choose(request) if implementation == "auto" else implementation
+    reason = IMPLEMENTATIONS[chosen].unsupported(request)
+    if reason is not None:
+        raise ValueError(f"implementation={chosen!r} cannot {reason}")
+    _, _, T, S = request.shape
+    if T == 0 or S == 0:
+        # Nothing to compute (an empty output, or rows that see no key): dense's result is
+        # every implementation's, and no kernel has to handle empty tiles.
+        chosen = "dense"
+    return IMPLEMENTATIONS[chosen].run(request)

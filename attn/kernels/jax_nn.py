@@ -1,8 +1,9 @@
 """``jax.nn.dot_product_attention`` (cuDNN flash attention on GPU, or XLA) behind attend's API.
 
-Masks are translated to its native arguments where they match exactly (``causal()`` ->
-``is_causal``, ``sliding_window`` -> ``local_window_size``, ``padding`` -> sequence lengths, and
-``&`` of these); any other mask is passed as a dense boolean array. jax.nn averages uniformly
+Masks are translated to its native arguments where their :class:`attn.masks.Factors` match
+exactly (``causal()`` -> ``is_causal``, ``causal() & sliding_window(left)`` adds
+``local_window_size``, ``padding`` -> sequence lengths, and ``&`` of these); any other mask is
+passed as a dense boolean array. jax.nn averages uniformly
 over a query row that sees no key; attend's policy is output 0, so such rows are zeroed here.
 """
 
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from attn import masks, scores
-from attn.kernels import plan, rules
+from attn.kernels import fold, rules
 from attn.kernels.request import Request
 
 __all__ = ["attention", "unsupported"]
@@ -25,8 +26,8 @@ _CUDNN_DTYPES = (jnp.float16, jnp.bfloat16)
 
 def _scale(request: Request) -> float | None:
     """The logit scale when score and weighting amount to ``softmax(scale * q . k)``."""
-    base, keywords = plan.unwrap(request.score)
-    recognized = plan.recognize_weighting(request.weighting)
+    base, keywords = fold.unwrap(request.score)
+    recognized = fold.recognize_weighting(request.weighting)
     if recognized is None or recognized.kind != "softmax" or recognized.param is not None:
         return None
     temperature = recognized.temperature
@@ -58,8 +59,8 @@ def _unsupported_anywhere(request: Request) -> str | None:
         return f"take value head dim {request.v.shape[-1]} != query head dim {request.q.shape[-1]}"
     if _scale(request) is None:
         return (
-            f"compute score {plan.describe(request.score)} with weighting "
-            f"{plan.describe(request.weighting)} (needs dot or scaled_dot, a plain softmax and "
+            f"compute score {fold.describe(request.score)} with weighting "
+            f"{fold.describe(request.weighting)} (needs dot or scaled_dot, a plain softmax and "
             "Python-number scale and temperature)"
         )
     if request.dropout_rate > 0:
@@ -69,48 +70,32 @@ def _unsupported_anywhere(request: Request) -> str | None:
     return None
 
 
-_Native = tuple[dict[str, Any], jax.Array, jax.Array]
+def _native(mask: masks.Mask | None, shape: tuple[int, int, int, int]) -> Any:
+    """jax.nn keyword arguments equal to ``mask`` and, bool ``[B, T]``, which query rows see
+    any key; ``None`` if it has no native form.
 
-
-def _native(mask: masks.Mask | None, shape: tuple[int, int, int, int]) -> _Native | None:
-    """jax.nn keyword arguments equal to ``mask`` and, per row, the first and last key it may
-    see (``[B', 1, T]`` each; empty when first > last). ``None`` if there is no native form.
-
-    Reads the mask classes of :mod:`attn.masks` (same package): a mask's type is its meaning.
+    Native are the forms cuDNN takes: a causal mask with an optional left window (jax.nn
+    refuses a right window on cuDNN without causal) and per-example lengths, and their ``&``.
     """
-    B, _, T, S = shape
-    row = jnp.arange(T, dtype=jnp.int32).reshape(1, 1, T)
-    first, last = jnp.zeros_like(row), jnp.full_like(row, S - 1)
-    if mask is None:
-        return {}, first, last
-    if isinstance(mask, masks._Causal) and mask.offset == 0:
-        return {"is_causal": True}, first, row
-    if isinstance(mask, masks._Window):
-        unbounded = T + S  # wider than any distance
-        left = unbounded if mask.left is None else mask.left
-        right = unbounded if mask.right is None else mask.right
-        return {"local_window_size": (left, right)}, row - left, row + right
-    if isinstance(mask, masks._Padding):
-        kwargs = {}
-        if mask.kv_lengths is not None:
-            kv_lengths = jnp.broadcast_to(jnp.asarray(mask.kv_lengths, jnp.int32), (B,))
-            kwargs["key_value_seq_lengths"] = kv_lengths
-            last = jnp.minimum(last, kv_lengths.reshape(B, 1, 1) - 1)
-        if mask.q_lengths is not None:
-            q_lengths = jnp.broadcast_to(jnp.asarray(mask.q_lengths, jnp.int32), (B,))
-            kwargs["query_seq_lengths"] = q_lengths
-            last = jnp.where(row < q_lengths.reshape(B, 1, 1), last, -1)
-        return kwargs, first, last
-    if isinstance(mask, masks._And):
-        left, right = _native(mask.left, shape), _native(mask.right, shape)
-        if left is None or right is None or set(left[0]) & set(right[0]):
+    B = shape[0]
+    factors = masks.Factors() if mask is None else mask.factors()
+    if factors.rest is not None or factors.kv_valid is not None:
+        return None
+    kwargs: dict[str, Any] = {}
+    if factors.left is not None or factors.right is not None:
+        if factors.right != 0:
             return None
-        return (
-            {**left[0], **right[0]},
-            jnp.maximum(left[1], right[1]),
-            jnp.minimum(left[2], right[2]),
-        )
-    return None
+        kwargs["is_causal"] = True
+        if factors.left is not None:
+            kwargs["local_window_size"] = (factors.left, 0)
+    for name, lengths in (
+        ("query_seq_lengths", factors.q_lengths),
+        ("key_value_seq_lengths", factors.kv_lengths),
+    ):
+        if lengths is not None:
+            kwargs[name] = jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (B,))
+    first, last = factors.interval(shape)
+    return kwargs, first <= last
 
 
 def attention(request: Request, *, implementation: str = "cudnn") -> Any:
@@ -123,14 +108,14 @@ def attention(request: Request, *, implementation: str = "cudnn") -> Any:
     if reason is not None:
         raise ValueError(f"jax.nn.dot_product_attention cannot {reason}")
     shape = request.shape
-    B, N, T, S = shape
+    B, N, T, _ = shape
     native = _native(request.mask, shape)
     if native is None:  # any other mask: its dense boolean form
         dense = jnp.broadcast_to(request.mask.dense(shape), shape)
         kwargs, seen = {"mask": dense}, dense.any(axis=-1)
     else:
-        kwargs, first, last = native
-        seen = jnp.maximum(first, 0) <= jnp.minimum(last, S - 1)
+        kwargs, seen_bt = native
+        seen = seen_bt[:, None, :]
     bias = rules.dense_values(request.bias, shape) if request.bias_is_rule else request.bias
     result = jax.nn.dot_product_attention(
         request.q,

@@ -15,7 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from attn.kernels.dispatch import IMPLEMENTATIONS
+from attn.kernels.dispatch import NAMES as IMPLEMENTATIONS
 from attn.models.options import option
 from attn.nn import POSITIONALS, TransformerDecoder, TransformerEncoder
 from attn.nn.transformer import ACTIVATIONS, NORMS

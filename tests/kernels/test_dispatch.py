@@ -121,6 +121,8 @@ NATIVE_MASKS = [
     masks.sliding_window(0, 0) & masks.padding(kv_lengths=np.array([3, 9])),  # empty rows
     masks.chunked(3),  # not native: passed as a dense mask array
     np.random.default_rng(1).random((B, 1, T, S)) > 0.5,
+    masks.padding(kv_lengths=np.array([3, 9])) & masks.padding(np.array([2, 6])) & masks.causal(),
+    masks.causal(2) & masks.sliding_window(4),  # a right window: a dense mask array for cuDNN
 ]
 
 
@@ -154,3 +156,24 @@ def test_jax_nn_translation_of_temperature_and_scale(quick_jit):
 
     got, want = quick_jit(both)(*make_qkv())
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("mask", "native"),
+    [
+        (masks.causal(), {"is_causal"}),
+        (masks.sliding_window(None, 0), {"is_causal"}),
+        (masks.causal() & masks.sliding_window(2), {"is_causal", "local_window_size"}),
+        (
+            masks.padding(np.array([2, 6])) & masks.padding(kv_lengths=4) & masks.causal(),
+            {"is_causal", "query_seq_lengths", "key_value_seq_lengths"},
+        ),
+        (masks.sliding_window(2, 1), None),  # cuDNN takes a right window only with causal
+        (masks.causal(2), None),
+        (masks.chunked(3), None),
+        (masks.from_array(np.ones((B, 1, 1, S), bool)), None),
+    ],
+)
+def test_jax_nn_native_arguments_come_from_mask_factors(mask, native):
+    got = jax_nn._native(mask, (B, N, T, S))
+    assert (got is None) if native is None else set(got[0]) == native

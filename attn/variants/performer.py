@@ -4,7 +4,7 @@ positive orthogonal random features.
 ``exp(q . k / sqrt(H)) = E_w[phi(q) . phi(k)]`` for ``phi(x) = exp(w . x' - |x'|^2 / 2) /
 sqrt(M)`` with ``x' = x / H^(1/4)`` and ``w ~ N(0, I)``; drawing the ``M`` rows of ``w`` in
 orthogonal blocks lowers the variance. The features then run through linear attention
-(:func:`attn.kernels.linear.kernel_attention`), causal or not. Redraw features by passing a new
+(:func:`attn.variants.kernel_attention`), causal or not. Redraw features by passing a new
 ``rng`` to :func:`random_features` (e.g. every few hundred training steps).
 """
 
@@ -15,7 +15,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from attn.kernels.linear import kernel_attention
+from attn.variants.linear import kernel_attention
 
 __all__ = ["performer_attention", "positive_features", "random_features"]
 

@@ -7,7 +7,7 @@ import pytest
 
 import attn
 from attn import masks
-from attn.kernels import (
+from attn.variants import (
     kernel_attention,
     linear_attention,
     linformer_project,

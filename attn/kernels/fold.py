@@ -1,4 +1,4 @@
-"""Translate attend's components (score, weighting, bias) into what fast implementations take.
+"""Fold attend's components (score, weighting, bias) into what fast implementations take.
 
 A fast implementation computes logits as a plain ``q' . k'`` (plus a bias): the recognised
 scores fold their scale, normalisation or projection into ``q'`` and ``k'`` here, where autodiff

@@ -24,58 +24,40 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from attn import masks
-from attn.kernels.linear import feature_function, kernel_attention
-from attn.kernels.linformer import linformer_project
-from attn.kernels.performer import positive_features, random_features
+from attn.variants.linear import feature_function, kernel_attention
+from attn.variants.linformer import linformer_project
+from attn.variants.performer import positive_features, random_features
 
 __all__ = ["Linear", "Linformer", "Performer"]
 
 Array = jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class _FactoredMask:
-    """A mask as a product of a causal flag, valid query rows and valid keys ``[B, L]``."""
-
-    causal: bool = False
-    q_valid: Array | None = None
-    kv_valid: Array | None = None
-
-    def join(self, other: _FactoredMask) -> _FactoredMask:
-        def both(a: Array | None, b: Array | None) -> Array | None:
-            return b if a is None else a if b is None else a & b
-
-        return _FactoredMask(
-            self.causal or other.causal,
-            both(self.q_valid, other.q_valid),
-            both(self.kv_valid, other.kv_valid),
-        )
+_LinearForm = tuple[bool, Array | None, Array | None]
 
 
-def _valid(lengths: Array, batch: int, length: int) -> Array:
-    """``[B, length]`` bool from lengths ``[B]`` or one length for all examples."""
-    lengths = jnp.broadcast_to(jnp.asarray(lengths), (batch,))
-    return jnp.arange(length)[None, :] < lengths[:, None]
+def _linear_form(factors: masks.Factors, shape: tuple[int, int, int, int]) -> _LinearForm | None:
+    """``(causal, q_valid [B, T], kv_valid [B, S])`` when the mask is ``causal()`` (with
+    ``T == S``), query and key validity, or their ``&``: what weights ``phi(q) . phi(k)``
+    apply at linear cost. ``None`` for any other mask."""
+    _, _, T, S = shape
+    if factors.rest is not None or factors.left is not None or factors.right not in (None, 0):
+        return None
+    causal = factors.right == 0
+    if causal and T != S:
+        return None
+    return causal, factors.queries(shape), factors.keys(shape)
 
 
-def _factor(mask: masks.Mask, B: int, T: int, S: int) -> _FactoredMask | None:
-    """``mask`` as a :class:`_FactoredMask`, or ``None`` if it does not factor that way. The
-    mask classes are private to attn.masks: this needs their structure, not just the rule."""
-    if isinstance(mask, masks._And):
-        left, right = _factor(mask.left, B, T, S), _factor(mask.right, B, T, S)
-        return None if left is None or right is None else left.join(right)
-    if isinstance(mask, masks._Causal) and isinstance(mask.offset, int) and mask.offset == 0:
-        return _FactoredMask(causal=True) if T == S else None
-    if isinstance(mask, masks._Padding):
-        return _FactoredMask(
-            q_valid=None if mask.q_lengths is None else _valid(mask.q_lengths, B, T),
-            kv_valid=None if mask.kv_lengths is None else _valid(mask.kv_lengths, B, S),
-        )
-    if isinstance(mask, masks._ArrayMask) and mask.array.shape[1:3] == (1, 1):
-        return _FactoredMask(kv_valid=jnp.broadcast_to(mask.array[:, 0, 0, :], (B, S)))
-    return None
+def _zero_rows(x: Array, valid_bl: Array | None) -> Array:
+    """``x [B, L, ...]`` with the rows where ``valid_bl [B, L]`` is False set to 0 (a select,
+    so a NaN there does not survive as 0 * NaN)."""
+    if valid_bl is None:
+        return x
+    return jnp.where(valid_bl.reshape(valid_bl.shape + (1,) * (x.ndim - 2)), x, 0)
 
 
 def _attend_features(
@@ -85,10 +67,16 @@ def _attend_features(
     (B, T, N, _), S, K = phi_q.shape, phi_k.shape[1], phi_k.shape[2]
     if mask is None:
         return kernel_attention(phi_q, phi_k, v, chunk=chunk)
+    shape = (B, N, T, S)
     mask = masks.as_mask(mask)
-    factored = _factor(mask, B, T, S)
-    if factored is None:
-        visible_bnts = mask.dense((B, N, T, S))
+    mask.check(shape)
+    factors = mask.factors()
+    # Keys no query sees get zero features (no weight) and zero values (0 * NaN would leak).
+    kv_valid = factors.keys(shape)
+    phi_k, v = _zero_rows(phi_k, kv_valid), _zero_rows(v, kv_valid)
+    form = _linear_form(factors, shape)
+    if form is None:
+        visible_bnts = mask.dense(shape)
         weights = jnp.einsum(
             "btkgf,bskf->bkgts",
             phi_q.reshape(B, T, K, N // K, -1),
@@ -102,17 +90,26 @@ def _attend_features(
             "bkgts,bskh->btkgh", weights.reshape(B, K, N // K, T, S), v.astype(weights.dtype)
         )
         return out.reshape(B, T, N, -1).astype(v.dtype)
-    if factored.kv_valid is not None:
-        phi_k = phi_k * factored.kv_valid[:, :, None, None].astype(phi_k.dtype)
-    out = kernel_attention(phi_q, phi_k, v, causal=factored.causal, chunk=chunk)
-    if factored.q_valid is not None:
-        out = out * factored.q_valid[:, :, None, None].astype(out.dtype)
-    return out
+    causal, q_valid, _ = form
+    return _zero_rows(kernel_attention(phi_q, phi_k, v, causal=causal, chunk=chunk), q_valid)
+
+
+def _check_fields(
+    variant: object, positive: tuple[str, ...], integers: tuple[str, ...] = ()
+) -> None:
+    """Raise ``ValueError`` naming the field unless every ``positive`` field is an int >= 1 and
+    every ``integers`` field an int: a bad config value fails when the config is read."""
+    for name in (*positive, *integers):
+        value = getattr(variant, name)
+        is_int = isinstance(value, int | np.integer) and not isinstance(value, bool)
+        if not is_int or (name in positive and value < 1):
+            valid = "an int >= 1" if name in positive else "an int"
+            raise ValueError(f"{type(variant).__name__}: {name} must be {valid}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Linear:
-    """Linear attention (:func:`attn.kernels.linear_attention`, Katharopoulos et al. 2020) with
+    """Linear attention (:func:`attn.variants.linear_attention`, Katharopoulos et al. 2020) with
     any ``mask``; ``feature_map`` ``"elu"`` (elu + 1), ``"relu"`` or a function."""
 
     feature_map: str | Callable[[Array], Array] = "elu"
@@ -120,6 +117,7 @@ class Linear:
 
     def __post_init__(self):
         feature_function(self.feature_map)  # a bad name fails when the config is read
+        _check_fields(self, ("chunk",))
 
     def __call__(
         self, q: Array, k: Array, v: Array, *, mask: masks.Mask | Array | None = None
@@ -132,7 +130,7 @@ class Linear:
 
 @dataclasses.dataclass(frozen=True)
 class Performer:
-    """Performer FAVOR+ (:func:`attn.kernels.performer_attention`, Choromanski et al. 2021)
+    """Performer FAVOR+ (:func:`attn.variants.performer_attention`, Choromanski et al. 2021)
     with any ``mask``: ``num_features`` positive orthogonal random features drawn from
     ``seed``, so a model sees the same features at every step unless a call passes ``rng``
     (pass a new one to redraw them)."""
@@ -140,6 +138,9 @@ class Performer:
     num_features: int = 256
     seed: int = 0
     chunk: int = 128
+
+    def __post_init__(self):
+        _check_fields(self, ("num_features", "chunk"), ("seed",))
 
     def __call__(
         self,
@@ -169,6 +170,9 @@ class Linformer:
     projected_length: int = 64
     max_length: int = 512
 
+    def __post_init__(self):
+        _check_fields(self, ("projected_length", "max_length"))
+
     def init_params(self, rng: Array) -> dict[str, Array]:
         """The learned parameters: ``{"projection": [projected_length, max_length]}`` with
         N(0, 1 / projected_length) entries."""
@@ -185,24 +189,23 @@ class Linformer:
         projection: Array,
     ) -> Array:
         """Shapes as :meth:`Linear.__call__`, with ``S <= max_length``."""
-        (B, T, _, _), S = q.shape, k.shape[1]
+        (B, T, N, _), S = q.shape, k.shape[1]
         if self.max_length < S:
             raise ValueError(f"Linformer: {S} keys exceed its max_length={self.max_length}")
-        factored = _FactoredMask()
+        q_valid = kv_valid = None
         if mask is not None:
-            factored = _factor(masks.as_mask(mask), B, T, S)
-            if factored is None or factored.causal:
+            mask = masks.as_mask(mask)
+            mask.check((B, N, T, S))
+            form = _linear_form(mask.factors(), (B, N, T, S))
+            if form is None or form[0]:
                 raise ValueError(
                     "Linformer mixes all key positions, so it applies only padding masks "
                     "(padding(...) or a key-only [B, 1, 1, S] array)"
                 )
-        if factored.kv_valid is not None:
-            keep = factored.kv_valid[:, :, None, None]
-            k, v = jnp.where(keep, k, 0), jnp.where(keep, v, 0)
+            _, q_valid, kv_valid = form
+        k, v = _zero_rows(k, kv_valid), _zero_rows(v, kv_valid)
         # Every query sees all projected rows, so plain softmax attention without a mask
         # (padded queries are zeroed below).
         k_proj, v_proj = linformer_project(k, v, projection[:, :S])
         out = jax.nn.dot_product_attention(q, k_proj.astype(q.dtype), v_proj.astype(q.dtype))
-        if factored.q_valid is not None:
-            out = jnp.where(factored.q_valid[:, :, None, None], out, 0)
-        return out
+        return _zero_rows(out, q_valid)

@@ -1,4 +1,4 @@
-"""Fixtures shared by the kernel tests."""
+"""Fixtures shared by the tests of the pure core."""
 
 import jax
 import pytest

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 import attn
-from attn import masks
-from attn.kernels import merge
+from attn import masks, merge
 
 B, T, S, N, H = 2, 5, 12, 4, 8
 
