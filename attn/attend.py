@@ -132,6 +132,11 @@ def attend(
       ``(out, weights, lse)`` as asked. A query that may see no key outputs 0 with gradient 0.
       ``T = 0`` gives an empty output and ``S = 0`` leaves every query without a key (output
       0, lse ``-inf``), in every implementation.
+
+    Masking uses finite fills (:data:`attn.weighting.MASKED_LOGIT`), so for finite inputs runs
+    under ``jax.debug_infs(True)`` and ``jax.debug_nans(True)`` stay quiet in dense and chunked
+    attention, forward and backward. The exception is ``return_lse=True`` with a fully masked
+    row: its lse is ``-inf`` by definition, which ``jax.debug_infs`` reports.
     """
     if implementation not in dispatch.NAMES:
         raise ValueError(f"implementation must be one of {dispatch.NAMES}, got {implementation!r}")
@@ -150,13 +155,14 @@ def attend(
     _check_features(score_fn, q, k)
     _check_v(v, k)
     shape = (B, N, T, S)
+    mask = _mask_object(mask, shape)
     request = Request(
         q=q,
         k=k,
         v=v,
         score=score_fn,
         weighting=weighting_fn,
-        mask=_mask_object(mask, shape),
+        mask=mask,
         bias=_bias(bias, shape),
         dropout_rate=dropout_rate,
         rng=rng,

@@ -346,3 +346,21 @@ def test_empty_sequences_give_the_same_result_everywhere(t, s, implementation):
         chunked = attn.kernels.chunked_attention(q, k, v, return_lse=True)
         np.testing.assert_array_equal(chunked[0], out)
         np.testing.assert_array_equal(chunked[1], lse)
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_dense_is_quiet_under_debug_infs_and_nans(weighting):
+    """Finite fills: no intermediate inf or NaN, op by op (eager) and jitted, forward and
+    backward, with fully masked rows (example 0 sees no key)."""
+    q, k, v = make_qkv(2)
+    mask = masks.padding(kv_lengths=np.array([0, 7])) & masks.causal(S - T)
+
+    def loss(q, k, v):
+        return jnp.sum(attn.attend(q, k, v, mask=mask, weighting=weighting) ** 2)
+
+    with jax.debug_infs(True), jax.debug_nans(True):
+        for fn in (loss, jax.jit(loss)):
+            value, grads = jax.value_and_grad(fn, argnums=(0, 1, 2))(q, k, v)
+            assert np.isfinite(value) and all(np.isfinite(g).all() for g in grads)
+        if weighting == "softmax":  # no empty row: the lse is finite too
+            attn.attend(q, k, v, mask=masks.causal(S - T), return_lse=True)
