@@ -132,6 +132,23 @@ def attend(
       ``(out, weights, lse)`` as asked. A query that may see no key outputs 0 with gradient 0.
       ``T = 0`` gives an empty output and ``S = 0`` leaves every query without a key (output
       0, lse ``-inf``), in every implementation.
+
+    Non-finite inputs at masked positions: the rows of q that a query-length factor hides
+    (``padding(q_lengths=...)``) and the rows of k and v that a key-only factor hides
+    (``padding(kv_lengths=...)``, a key-only boolean array ``[B | 1, 1, 1, S]``, alone or inside
+    ``&``) are replaced by zeros before any implementation runs
+    (:func:`attn.masks.clear_hidden`), so a NaN or inf there reaches neither outputs nor
+    gradients. Under other masks (causal, windows, segments, other arrays) a position that only
+    some queries cannot see is not cleared: its weight is 0 for them, but 0 * NaN is NaN in the
+    weighted sum and in the gradients, so a NaN or inf value row can reach the output of every
+    query of its example and key head (dense; the tiled kernels spare query tiles that skip
+    its key tile), and a non-finite key row their gradients. Such positions must hold finite
+    values.
+
+    Masking uses finite fills (:data:`attn.weighting.MASKED_LOGIT`), so for finite inputs runs
+    under ``jax.debug_infs(True)`` and ``jax.debug_nans(True)`` stay quiet in dense and chunked
+    attention, forward and backward. The exception is ``return_lse=True`` with a fully masked
+    row: its lse is ``-inf`` by definition, which ``jax.debug_infs`` reports.
     """
     if implementation not in dispatch.NAMES:
         raise ValueError(f"implementation must be one of {dispatch.NAMES}, got {implementation!r}")
@@ -150,13 +167,15 @@ def attend(
     _check_features(score_fn, q, k)
     _check_v(v, k)
     shape = (B, N, T, S)
+    mask = _mask_object(mask, shape)
+    q, k, v = masks.clear_hidden(mask, q, k, v)
     request = Request(
         q=q,
         k=k,
         v=v,
         score=score_fn,
         weighting=weighting_fn,
-        mask=_mask_object(mask, shape),
+        mask=mask,
         bias=_bias(bias, shape),
         dropout_rate=dropout_rate,
         rng=rng,

@@ -36,6 +36,7 @@ __all__ = [
     "as_mask",
     "causal",
     "chunked",
+    "clear_hidden",
     "from_array",
     "from_fn",
     "global_tokens",
@@ -45,6 +46,7 @@ __all__ = [
     "segments",
     "sliding_window",
     "strided",
+    "zero_rows",
 ]
 
 
@@ -837,3 +839,30 @@ def as_array(mask: Mask | Array | None, shape: tuple[int, int, int, int]) -> Arr
     if mask is None:
         return None
     return as_mask(mask).dense(shape)
+
+
+def zero_rows(x: Array, valid_bl: Array | None) -> Array:
+    """``x [B, L, ...]`` with the rows where ``valid_bl [B, L]`` is False set to 0 (``x`` for
+    ``None``): a select, not a product, so a NaN or inf there is gone rather than 0 * NaN.
+
+    With :meth:`Factors.queries` and :meth:`Factors.keys` it clears positions a mask hides from
+    every pairing (padded queries, padded keys and values)."""
+    if valid_bl is None:
+        return x
+    return jnp.where(valid_bl.reshape(valid_bl.shape + (1,) * (x.ndim - 2)), x, 0)
+
+
+def clear_hidden(mask: Mask | None, q: Array, k: Array, v: Array) -> tuple[Array, Array, Array]:
+    """``q [B, T, N, ...]``, ``k`` and ``v [B, S, K, ...]`` with the rows that ``mask`` hides
+    from every pairing set to 0: queries outside its query lengths and keys outside its
+    key-only factors (:meth:`Factors.queries`, :meth:`Factors.keys`).
+
+    Their weights are 0 anyway, but a NaN or inf there would still reach the outputs and
+    gradients of the whole example as 0 * NaN in the matmuls; other masked positions are left
+    as they are."""
+    if mask is None:
+        return q, k, v
+    factors = mask.factors()
+    shape = (q.shape[0], q.shape[2], q.shape[1], k.shape[1])
+    keys = factors.keys(shape)
+    return zero_rows(q, factors.queries(shape)), zero_rows(k, keys), zero_rows(v, keys)

@@ -16,6 +16,10 @@ Every weighting here keeps the same promises:
   float32, bfloat16 or float16. The exceptions are arithmetic facts, not masking artefacts:
   ``squared_relu`` overflows float32 for logits beyond about 1.8e19, and visible NaN or ``+inf``
   logits are propagated rather than hidden.
+* Masking uses finite fills (:data:`MASKED_LOGIT`, :data:`EMPTY_ROW_MAX`), never ``-inf``, so
+  for finite inputs no intermediate value is infinite or NaN and runs under
+  ``jax.debug_infs(True)`` / ``jax.debug_nans(True)`` stay quiet. The one ``-inf`` is the value
+  :func:`log_normalizer` returns for a fully masked row (the log of an empty sum).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import numpy as np
 from attn import masks
 
 __all__ = [
+    "EMPTY_ROW_MAX",
+    "MASKED_LOGIT",
     "entmax15",
     "log_normalizer",
     "relu",
@@ -43,6 +49,14 @@ __all__ = [
 Array = jax.Array
 MaskLike = masks.Mask | Array | np.ndarray | None
 Param = float | Array | np.ndarray
+
+# Finite stand-ins for -inf (which jax.debug_infs reports wherever it appears): the logit of a
+# masked entry and the starting maximum of a row, i.e. the maximum of a row that has no visible
+# entry. exp(MASKED_LOGIT - EMPTY_ROW_MAX) underflows to 0 in float32 and float64, so a masked
+# entry weighs nothing even in a row that sees nothing; visible logits are assumed above
+# EMPTY_ROW_MAX (about -1.7e38). Used by the kernels too.
+MASKED_LOGIT = float(np.finfo(np.float32).min)
+EMPTY_ROW_MAX = MASKED_LOGIT / 2
 
 
 # --------------------------------------------------------------------------- validation
@@ -129,16 +143,19 @@ def _exp_terms(
     x: Array, visible: Array, temperature: Param, sink: Array | None
 ) -> tuple[Array, Array, Array]:
     """``exp((x - m) / t)`` on visible entries (0 elsewhere), the row total including the sink
-    term, and the row shift ``m`` (finite, gradient-free)."""
-    # initial=-inf: zero keys (S = 0) is a fully masked row, not an error.
-    row_max = jnp.max(jnp.where(visible, x, -jnp.inf), axis=-1, keepdims=True, initial=-jnp.inf)
+    term, and the row shift ``m`` (finite, gradient-free; ``EMPTY_ROW_MAX`` for an empty row)."""
+    # initial: zero keys (S = 0) is a fully masked row, not an error.
+    row_max = jnp.max(
+        jnp.where(visible, x, MASKED_LOGIT), axis=-1, keepdims=True, initial=EMPTY_ROW_MAX
+    )
     if sink is not None:
         row_max = jnp.maximum(row_max, sink)
-    # Any per-row constant gives the same weights, so the shift carries no gradient; it only has
-    # to be finite so that empty rows do not produce -inf - -inf.
-    shift = jax.lax.stop_gradient(jnp.where(row_max == -jnp.inf, 0.0, row_max).astype(x.dtype))
-    # Subtracting before dividing keeps (x - m) / t <= 0 even when x / t would overflow.
-    scaled = jnp.where(visible, (x - shift) / temperature, 0.0)
+    # Any per-row constant gives the same weights, so the shift carries no gradient.
+    shift = jax.lax.stop_gradient(row_max.astype(x.dtype))
+    # Masked entries become the shift before subtracting: whatever their logit (NaN, inf), and
+    # in empty rows too, nothing non-finite is computed. Subtracting before dividing keeps
+    # (x - m) / t <= 0 even when x / t would overflow.
+    scaled = (jnp.where(visible, x, shift) - shift) / temperature
     terms = jnp.where(visible, jnp.exp(scaled), 0.0)
     total = terms.sum(axis=-1, keepdims=True)
     if sink is not None:
@@ -212,7 +229,8 @@ def log_normalizer(
         sink = _param(sink_logit, x, "sink_logit", "log_normalizer", per_key=False)
     _, total, shift = _exp_terms(x, visible, temperature, sink)
     nonempty = total > 0
-    lse = shift / temperature + jnp.log(jnp.where(nonempty, total, 1.0))
+    # Empty rows use 0 and 1 for the shift and the total (EMPTY_ROW_MAX / t could overflow).
+    lse = jnp.where(nonempty, shift, 0.0) / temperature + jnp.log(jnp.where(nonempty, total, 1.0))
     return jnp.where(nonempty, lse, -jnp.inf)[..., 0]
 
 
@@ -227,17 +245,21 @@ _CLIP = -2.0
 _INVISIBLE = -3.0
 
 
-def _sorted_rows(z: Array, scale: float) -> tuple[Array, Array, Array, Array, Array]:
-    """Shift each row's max to 0, scale and clip; return the row values ``u``, the same sorted
-    in descending order, ranks ``1..S``, whether each rank is a visible entry, and visibility."""
-    visible = z != -jnp.inf
+def _sorted_rows(z: Array, visible: Array, scale: float) -> tuple[Array, Array, Array, Array]:
+    """Shift each row's visible max to 0, scale and clip; return the row values ``u``, the
+    same sorted in descending order, ranks ``1..S`` and whether each rank is a visible entry."""
     count = visible.sum(axis=-1, keepdims=True)
-    row_max = jnp.max(z, axis=-1, keepdims=True, initial=-jnp.inf)
+    row_max = jnp.max(
+        jnp.where(visible, z, MASKED_LOGIT), axis=-1, keepdims=True, initial=MASKED_LOGIT
+    )
     shift = jnp.where(count > 0, row_max, 0.0)
-    u = jnp.where(visible, jnp.maximum((z - shift) * scale, _CLIP), _INVISIBLE)
+    # Masked entries become the shift first, so nothing non-finite is computed for them.
+    u = jnp.where(
+        visible, jnp.maximum((jnp.where(visible, z, shift) - shift) * scale, _CLIP), _INVISIBLE
+    )
     u_sorted = -jnp.sort(-u, axis=-1)
     rank = jnp.arange(1, z.shape[-1] + 1, dtype=z.dtype)
-    return u, u_sorted, rank, rank <= count, visible
+    return u, u_sorted, rank, rank <= count
 
 
 def _take_at_support(values: Array, support: Array) -> Array:
@@ -245,8 +267,8 @@ def _take_at_support(values: Array, support: Array) -> Array:
     return jnp.take_along_axis(values, index, axis=-1)
 
 
-def _sparsemax_forward(z: Array) -> Array:
-    u, u_sorted, rank, in_range, visible = _sorted_rows(z, 1.0)
+def _sparsemax_forward(z: Array, visible: Array) -> Array:
+    u, u_sorted, rank, in_range = _sorted_rows(z, visible, 1.0)
     cumsum = jnp.cumsum(u_sorted, axis=-1)
     # Rank k is in the support iff u_(k) > (sum_{j<=k} u_(j) - 1) / k.
     in_support = (1.0 + rank * u_sorted > cumsum) & in_range
@@ -255,9 +277,9 @@ def _sparsemax_forward(z: Array) -> Array:
     return jnp.where(visible, jnp.maximum(u - threshold, 0.0), 0.0)
 
 
-def _entmax15_forward(z: Array) -> tuple[Array, Array]:
+def _entmax15_forward(z: Array, visible: Array) -> tuple[Array, Array]:
     """Weights and their square roots (the Jacobian's ``s``)."""
-    u, u_sorted, rank, in_range, visible = _sorted_rows(z, 0.5)
+    u, u_sorted, rank, in_range = _sorted_rows(z, visible, 0.5)
     # For support size k the threshold solves sum_{j<=k} (u_(j) - tau)^2 = 1.
     mean = jnp.cumsum(u_sorted, axis=-1) / rank
     mean_sq = jnp.cumsum(u_sorted * u_sorted, axis=-1) / rank
@@ -277,28 +299,28 @@ def _projection_tangent(s: Array, dz: Array) -> Array:
 
 
 @jax.custom_jvp
-def _sparsemax(z: Array) -> Array:
-    return _sparsemax_forward(z)
+def _sparsemax(z: Array, visible: Array) -> Array:
+    return _sparsemax_forward(z, visible)
 
 
 @_sparsemax.defjvp
-def _sparsemax_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    (z,), (dz,) = primals, tangents
-    p = _sparsemax_forward(z)
+def _sparsemax_jvp(primals: tuple[Array, Array], tangents: tuple) -> tuple[Array, Array]:
+    (z, visible), (dz, _) = primals, tangents
+    p = _sparsemax_forward(z, visible)
     support = (p > 0).astype(p.dtype)
-    return p, _projection_tangent(support, jnp.where(z != -jnp.inf, dz, 0.0))
+    return p, _projection_tangent(support, jnp.where(visible, dz, 0.0))
 
 
 @jax.custom_jvp
-def _entmax15(z: Array) -> Array:
-    return _entmax15_forward(z)[0]
+def _entmax15(z: Array, visible: Array) -> Array:
+    return _entmax15_forward(z, visible)[0]
 
 
 @_entmax15.defjvp
-def _entmax15_jvp(primals: tuple[Array], tangents: tuple[Array]) -> tuple[Array, Array]:
-    (z,), (dz,) = primals, tangents
-    p, root = _entmax15_forward(z)
-    return p, _projection_tangent(root, jnp.where(z != -jnp.inf, dz, 0.0))
+def _entmax15_jvp(primals: tuple[Array, Array], tangents: tuple) -> tuple[Array, Array]:
+    (z, visible), (dz, _) = primals, tangents
+    p, root = _entmax15_forward(z, visible)
+    return p, _projection_tangent(root, jnp.where(visible, dz, 0.0))
 
 
 def sparsemax(logits: Array, mask: MaskLike = None) -> Array:
@@ -313,7 +335,7 @@ def sparsemax(logits: Array, mask: MaskLike = None) -> Array:
       exact zeros.
     """
     x, visible = _prepare(logits, mask, "sparsemax")
-    return _sparsemax(jnp.where(visible, x, -jnp.inf))
+    return _sparsemax(x, visible)
 
 
 def entmax15(logits: Array, mask: MaskLike = None) -> Array:
@@ -327,7 +349,7 @@ def entmax15(logits: Array, mask: MaskLike = None) -> Array:
       float32 weights shaped like ``logits``: rows sum to 1 (0 when fully masked).
     """
     x, visible = _prepare(logits, mask, "entmax15")
-    return _entmax15(jnp.where(visible, x, -jnp.inf))
+    return _entmax15(x, visible)
 
 
 # --------------------------------------------------------------------------- elementwise

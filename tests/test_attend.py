@@ -346,3 +346,61 @@ def test_empty_sequences_give_the_same_result_everywhere(t, s, implementation):
         chunked = attn.kernels.chunked_attention(q, k, v, return_lse=True)
         np.testing.assert_array_equal(chunked[0], out)
         np.testing.assert_array_equal(chunked[1], lse)
+
+
+@pytest.mark.parametrize("weighting", WEIGHTINGS)
+def test_dense_is_quiet_under_debug_infs_and_nans(weighting):
+    """Finite fills: no intermediate inf or NaN, op by op (eager) and jitted, forward and
+    backward, with fully masked rows (example 0 sees no key)."""
+    q, k, v = make_qkv(2)
+    mask = masks.padding(kv_lengths=np.array([0, 7])) & masks.causal(S - T)
+
+    def loss(q, k, v):
+        return jnp.sum(attn.attend(q, k, v, mask=mask, weighting=weighting) ** 2)
+
+    with jax.debug_infs(True), jax.debug_nans(True):
+        for fn in (loss, jax.jit(loss)):
+            value, grads = jax.value_and_grad(fn, argnums=(0, 1, 2))(q, k, v)
+            assert np.isfinite(value) and all(np.isfinite(g).all() for g in grads)
+        if weighting == "softmax":  # no empty row: the lse is finite too
+            attn.attend(q, k, v, mask=masks.causal(S - T), return_lse=True)
+
+
+KV_LENGTHS, Q_LENGTHS = np.array([5, 9]), np.array([6, 4])
+HIDING_MASKS = {
+    "padding": lambda: masks.padding(kv_lengths=KV_LENGTHS),
+    "key_array": lambda: np.arange(S)[None, None, None, :] < KV_LENGTHS[:, None, None, None],
+    "causal_and_padding": lambda: masks.causal(S - T) & masks.padding(Q_LENGTHS, KV_LENGTHS),
+    "window_and_key_array": lambda: (
+        masks.sliding_window(4) & masks.from_array(np.arange(S) < KV_LENGTHS[:, None, None, None])
+    ),
+}
+
+
+@pytest.mark.parametrize("implementation", ["dense", "chunked", "pallas"])
+@pytest.mark.parametrize("name", sorted(HIDING_MASKS))
+def test_non_finite_inputs_at_hidden_positions_do_not_leak(name, implementation):
+    """NaN and inf in padded keys, values (and queries) change no output and no gradient."""
+    mask = HIDING_MASKS[name]()
+    hidden_keys = np.arange(S)[None, :] >= KV_LENGTHS[:, None]  # [B, S]
+    hidden_queries = (np.arange(T)[None, :] >= Q_LENGTHS[:, None]) & ("causal" in name)
+    clean = make_qkv(2)
+    poisoned = [x.copy() for x in clean]
+    poisoned[0][hidden_queries] = np.nan
+    poisoned[1][hidden_keys] = np.inf
+    poisoned[2][hidden_keys] = np.nan
+    zeroed = [x.copy() for x in clean]
+    zeroed[0][hidden_queries] = 0
+    zeroed[1][hidden_keys] = zeroed[2][hidden_keys] = 0
+
+    def loss(q, k, v):
+        out = attn.attend(q, k, v, mask=mask, implementation=implementation)
+        return jnp.sum(jnp.sin(out)), out
+
+    want, got = (
+        jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(*inputs)
+        for inputs in (zeroed, poisoned)
+    )
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert np.isfinite(a).all()
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

@@ -271,3 +271,22 @@ def test_factored_masks_keep_linear_memory():
     factored = masks.causal() & masks.padding(kv_lengths=np.array([900]))
     assert temp_bytes(factored) < weights_bytes / 8
     assert temp_bytes(masks.sliding_window(64)) >= weights_bytes
+
+
+@pytest.mark.parametrize("variant", ["linear", "performer", "linformer"])
+def test_variants_ignore_non_finite_padded_keys_and_queries(variant):
+    """NaN and inf at padded positions change nothing (selects, not products with 0)."""
+    q, k, v = make_qkv(seed=6)
+    q_lengths, kv_lengths = np.array([T, 7]), np.array([T, 6])
+    mask = masks.padding(q_lengths, kv_lengths)
+    hidden_q = np.arange(T)[None, :] >= q_lengths[:, None]
+    hidden_kv = np.arange(T)[None, :] >= kv_lengths[:, None]
+    fn = attn.catalog.get("attention", f"{variant}(chunk=4)" if variant != "linformer" else variant)
+    params = fn.init_params(jax.random.key(0)) if variant == "linformer" else {}
+    outputs = []
+    for fill in (0.0, np.nan):
+        q_in, k_in, v_in = q.copy(), k.copy(), v.copy()
+        q_in[hidden_q], k_in[hidden_kv], v_in[hidden_kv] = fill, fill, -np.inf if fill else 0.0
+        outputs.append(fn(q_in, k_in, v_in, mask=mask, **params))
+    assert np.isfinite(outputs[1]).all()
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-6, atol=1e-6)

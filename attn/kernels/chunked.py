@@ -162,7 +162,7 @@ def tiled_attention(
     out, lse = kernel(st, q_rows, k_bk, v_bk, mask_arrays, bias_arrays, param_rows, visit)
     out = _unrows(out, B, T, N, K).astype(v.dtype)
     if return_lse:
-        return out, _unrows(lse[..., None], B, T, N, K)[..., 0].transpose(0, 2, 1)
+        return out, online.api_lse(_unrows(lse[..., None], B, T, N, K)[..., 0].transpose(0, 2, 1))
     return out
 
 

@@ -18,9 +18,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["KINDS", "Relu", "Sigmoid", "Softmax"]
+from attn.weighting import EMPTY_ROW_MAX, MASKED_LOGIT
+
+__all__ = ["KINDS", "Relu", "Sigmoid", "Softmax", "api_lse"]
 
 Array = jax.Array
+
+
+def api_lse(lse: Array) -> Array:
+    """The kernel's lse rows as attend returns them: ``-inf`` for rows that saw no key, which
+    the kernel marks with the finite ``MASKED_LOGIT`` (an inf would trip jax.debug_infs)."""
+    return jnp.where(lse == MASKED_LOGIT, -jnp.inf, lse)
 
 
 def _weighted_values(weights: Array, v_j: Array) -> Array:
@@ -33,13 +41,20 @@ def _weighted_values(weights: Array, v_j: Array) -> Array:
 class Softmax:
     """Online softmax (Milakov & Gimelshein 2018; Rabe & Staats 2021; FlashAttention): a running
     row maximum ``m`` and total ``l``; the optional ``param`` is a sink logit (an extra key with
-    a zero value), which starts the running state at ``m = sink, l = 1``."""
+    a zero value), which starts the running state at ``m = sink, l = 1``.
+
+    Fills are finite (see :data:`attn.weighting.MASKED_LOGIT`): ``m`` starts at
+    ``EMPTY_ROW_MAX`` and masked logits are ``MASKED_LOGIT``, so their terms underflow to 0 with
+    no ``-inf`` and no select on the tile beyond the mask's own."""
 
     has_lse = True
 
     def init(self, rows_shape: tuple[int, ...], param: Array | None) -> tuple[Array, Array]:
         if param is None:
-            return jnp.full(rows_shape, -jnp.inf, jnp.float32), jnp.zeros(rows_shape, jnp.float32)
+            return (
+                jnp.full(rows_shape, EMPTY_ROW_MAX, jnp.float32),
+                jnp.zeros(rows_shape, jnp.float32),
+            )
         return param, jnp.ones(rows_shape, jnp.float32)
 
     def accumulate(
@@ -54,13 +69,12 @@ class Softmax:
         del param  # the sink entered through init
         m, total = state
         if visible is not None:
-            x = jnp.where(visible, x, -jnp.inf)
+            x = jnp.where(visible, x, MASKED_LOGIT)
+        # m_new >= EMPTY_ROW_MAX, so a masked term exp(MASKED_LOGIT - m_new) is 0, also in a row
+        # that has seen nothing so far.
         m_new = jnp.maximum(m, x.max(axis=-1))
-        # A row with nothing visible so far keeps m = -inf; shifting it by 0 keeps every term
-        # exp(-inf) = 0 instead of exp(-inf - -inf) = NaN.
-        shift = jnp.where(m_new == -jnp.inf, 0.0, m_new)
-        p = jnp.exp(x - shift[..., None])
-        alpha = jnp.exp(m - shift)
+        p = jnp.exp(x - m_new[..., None])
+        alpha = jnp.exp(m - m_new)
         total = total * alpha + p.sum(axis=-1)
         acc = acc * alpha[..., None] + _weighted_values(p, v_j)
         return (m_new, total), acc
@@ -68,21 +82,24 @@ class Softmax:
     def finish(
         self, state: tuple[Array, Array], acc: Array, param: Array | None
     ) -> tuple[Array, Array]:
-        """Output ``[..., Hv]`` and log-sum-exp rows (``-inf`` where nothing is visible)."""
+        """Output ``[..., Hv]`` and log-sum-exp rows (``MASKED_LOGIT`` where nothing is visible:
+        :func:`api_lse` makes that ``-inf``)."""
         del param
         m, total = state
         nonempty = total > 0
-        out = acc / jnp.where(nonempty, total, 1.0)[..., None]
-        lse = jnp.where(nonempty, m + jnp.log(jnp.where(nonempty, total, 1.0)), -jnp.inf)
+        safe_total = jnp.where(nonempty, total, 1.0)
+        out = acc / safe_total[..., None]
+        lse = jnp.where(nonempty, m + jnp.log(safe_total), MASKED_LOGIT)
         return out, lse
 
     def backward_rows(self, out: Array, lse: Array, dout: Array, dlse: Array | None) -> Any:
-        """Per-row values the tile gradients need: the lse (``+inf`` on empty rows, so their
-        recomputed weights are exp(-inf) = 0) and ``delta = rowsum(dout * out) - dlse``."""
+        """Per-row values the tile gradients need: the lse (the largest float on empty rows, so
+        their recomputed weights are exp(x - lse) = 0) and ``delta = rowsum(dout * out) -
+        dlse``."""
         delta = jnp.sum(dout * out, axis=-1)
         if dlse is not None:
             delta = delta - dlse
-        return jnp.where(lse == -jnp.inf, jnp.inf, lse), delta
+        return jnp.where(lse == MASKED_LOGIT, -MASKED_LOGIT, lse), delta
 
     def tile_grads(
         self, x_t: Array, visible: Array | None, rows: Any, param: Array | None, dp_t: Array

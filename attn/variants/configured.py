@@ -52,28 +52,28 @@ def _linear_form(factors: masks.Factors, shape: tuple[int, int, int, int]) -> _L
     return causal, factors.queries(shape), factors.keys(shape)
 
 
-def _zero_rows(x: Array, valid_bl: Array | None) -> Array:
-    """``x [B, L, ...]`` with the rows where ``valid_bl [B, L]`` is False set to 0 (a select,
-    so a NaN there does not survive as 0 * NaN)."""
-    if valid_bl is None:
-        return x
-    return jnp.where(valid_bl.reshape(valid_bl.shape + (1,) * (x.ndim - 2)), x, 0)
+def _checked(
+    mask: masks.Mask | Array | None, q: Array, k: Array, v: Array
+) -> tuple[masks.Mask | None, Array, Array, Array]:
+    """``mask`` as a :class:`attn.masks.Mask` checked against the shapes, and q, k, v with the
+    rows it hides from every pairing cleared (:func:`attn.masks.clear_hidden`)."""
+    if mask is None:
+        return None, q, k, v
+    mask = masks.as_mask(mask)
+    mask.check((q.shape[0], q.shape[2], q.shape[1], k.shape[1]))
+    return (mask, *masks.clear_hidden(mask, q, k, v))
 
 
 def _attend_features(
-    phi_q: Array, phi_k: Array, v: Array, mask: masks.Mask | Array | None, chunk: int
+    phi_q: Array, phi_k: Array, v: Array, mask: masks.Mask | None, chunk: int
 ) -> Array:
     """Weights ``phi_q . phi_k`` normalised per query over the keys ``mask`` lets it see."""
     (B, T, N, _), S, K = phi_q.shape, phi_k.shape[1], phi_k.shape[2]
     if mask is None:
         return kernel_attention(phi_q, phi_k, v, chunk=chunk)
     shape = (B, N, T, S)
-    mask = masks.as_mask(mask)
-    mask.check(shape)
     factors = mask.factors()
-    # Keys no query sees get zero features (no weight) and zero values (0 * NaN would leak).
-    kv_valid = factors.keys(shape)
-    phi_k, v = _zero_rows(phi_k, kv_valid), _zero_rows(v, kv_valid)
+    phi_k = masks.zero_rows(phi_k, factors.keys(shape))  # keys no query sees weigh nothing
     form = _linear_form(factors, shape)
     if form is None:
         visible_bnts = mask.dense(shape)
@@ -91,7 +91,7 @@ def _attend_features(
         )
         return out.reshape(B, T, N, -1).astype(v.dtype)
     causal, q_valid, _ = form
-    return _zero_rows(kernel_attention(phi_q, phi_k, v, causal=causal, chunk=chunk), q_valid)
+    return masks.zero_rows(kernel_attention(phi_q, phi_k, v, causal=causal, chunk=chunk), q_valid)
 
 
 def _check_fields(
@@ -124,6 +124,7 @@ class Linear:
     ) -> Array:
         """q ``[B, T, N, H]``, k ``[B, S, K, H]``, v ``[B, S, K, Hv]`` -> ``[B, T, N, Hv]``;
         rows that see no key output 0."""
+        mask, q, k, v = _checked(mask, q, k, v)
         phi = feature_function(self.feature_map)
         return _attend_features(phi(q), phi(k), v, mask, self.chunk)
 
@@ -152,6 +153,7 @@ class Performer:
         rng: Array | None = None,
     ) -> Array:
         """Shapes as :meth:`Linear.__call__`."""
+        mask, q, k, v = _checked(mask, q, k, v)
         rng = jax.random.key(self.seed) if rng is None else rng
         projection = random_features(rng, self.num_features, q.shape[-1])
         phi_q = positive_features(q, projection, is_query=True)
@@ -192,20 +194,18 @@ class Linformer:
         (B, T, N, _), S = q.shape, k.shape[1]
         if self.max_length < S:
             raise ValueError(f"Linformer: {S} keys exceed its max_length={self.max_length}")
-        q_valid = kv_valid = None
+        mask, q, k, v = _checked(mask, q, k, v)
+        q_valid = None
         if mask is not None:
-            mask = masks.as_mask(mask)
-            mask.check((B, N, T, S))
             form = _linear_form(mask.factors(), (B, N, T, S))
             if form is None or form[0]:
                 raise ValueError(
                     "Linformer mixes all key positions, so it applies only padding masks "
                     "(padding(...) or a key-only [B, 1, 1, S] array)"
                 )
-            _, q_valid, kv_valid = form
-        k, v = _zero_rows(k, kv_valid), _zero_rows(v, kv_valid)
+            q_valid = form[1]
         # Every query sees all projected rows, so plain softmax attention without a mask
         # (padded queries are zeroed below).
         k_proj, v_proj = linformer_project(k, v, projection[:, :S])
         out = jax.nn.dot_product_attention(q, k_proj.astype(q.dtype), v_proj.astype(q.dtype))
-        return _zero_rows(out, q_valid)
+        return masks.zero_rows(out, q_valid)

@@ -263,3 +263,22 @@ def test_bfloat16_inputs(quick_jit):
     got, want = quick_jit(both)(q, k, v)
     assert got.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32), atol=3e-2)
+
+
+@pytest.mark.parametrize("weighting_name", ["softmax", "softmax_with_sink", "sigmoid", "relu"])
+def test_quiet_under_debug_infs_and_nans(weighting_name):
+    """Finite fills in the online weighting: no intermediate inf or NaN, op by op (eager) and
+    jitted, forward and backward, with rows that see nothing in some tiles or at all."""
+    q, k, v = make_qkv()
+    mask = masks.padding(kv_lengths=np.array([0, 9])) & masks.causal()
+
+    def loss(q, k, v):
+        out = attn.attend(q, k, v, mask=mask, weighting=weighting_name, implementation="chunked")
+        return jnp.sum(out**2)
+
+    with jax.debug_infs(True), jax.debug_nans(True):
+        for fn in (loss, jax.jit(loss)):
+            value, grads = jax.value_and_grad(fn, argnums=(0, 1, 2))(q, k, v)
+            assert np.isfinite(value) and all(np.isfinite(g).all() for g in grads)
+        if weighting_name == "softmax":  # no empty row: the lse is finite too
+            attn.attend(q, k, v, mask=masks.causal(), return_lse=True, implementation="chunked")
