@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from attn import data, models
 from attn.train import config as config_lib
 from attn.train import metrics as metrics_lib
+from attn.train import workdir as workdir_lib
 from attn.train.checkpoints import Checkpoints
 from attn.train.optim import build_optimizer
 from attn.train.plots import plot_attention, plot_curves
@@ -39,7 +40,10 @@ class NonFiniteLossError(RuntimeError):
 class Experiment:
     """The parts of a run that training, evaluation and plotting share."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
+    def __init__(
+        self, config: ml_collections.ConfigDict, workdir: str | Path, *, read_only: bool = False
+    ):
+        """``read_only``: only read the workdir's checkpoints (evaluating or plotting it)."""
         config_lib.validate(config)
         self.config = config
         self.workdir = Path(workdir)
@@ -70,6 +74,7 @@ class Experiment:
             max_to_keep=config.train.max_to_keep,
             best_metric=config.train.best_metric,
             best_mode=config.train.best_mode,
+            read_only=read_only,
         )
         self._train_step = jax.jit(self._train_step_fn, donate_argnums=0)
         self._eval_step = jax.jit(self._eval_step_fn)
@@ -131,13 +136,16 @@ class Experiment:
     def shard(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return jax.device_put(batch, NamedSharding(self.mesh, P("data")))
 
-    def restore(self, which: str = "latest") -> int:
-        """Load the ``latest`` or ``best`` checkpoint into ``self.state``; returns its step."""
+    def restore(self, which: str = "latest", *, missing_ok: bool = False) -> int:
+        """Load the ``latest`` or ``best`` checkpoint into ``self.state``; returns its step.
+
+        Without a checkpoint: step 0 (the initial state) if ``missing_ok``, else a ValueError.
+        """
         abstract = jax.tree.map(ocp_abstract, self.state)
         restored = self.checkpoints.restore(abstract, which=which)
         if restored is None:
-            if which == "best":
-                raise ValueError(f"no checkpoint in {self.workdir / 'checkpoints'}")
+            if not missing_ok:
+                raise ValueError(f"no {which} checkpoint in {self.workdir / 'checkpoints' / which}")
             return 0
         step, state = restored
         self.state = jax.device_put(state, NamedSharding(self.mesh, P()))
@@ -151,10 +159,12 @@ class Experiment:
                 totals[name] = totals.get(name, 0.0) + float(value)
         return metrics_lib.finalize(totals)
 
-    def plot(self, split: str = "test", tag: str = "") -> list[Path]:
-        """Attention maps of the first ``train.plot_examples`` examples of ``split``."""
+    def plot(self, split: str = "test", tag: str = "", count: int | None = None) -> list[Path]:
+        """Attention maps of the first ``count`` (default ``train.plot_examples``) examples of
+        ``split``."""
         batch = next(iter(self.task.eval_batches(split, max_batches=1)))
-        count = min(self.config.train.plot_examples, len(batch["inputs"]))
+        count = self.config.train.plot_examples if count is None else count
+        count = min(count, len(batch["inputs"]))
         return self.plot_batch({name: value[:count] for name, value in batch.items()}, tag)
 
     def plot_batch(self, batch: dict[str, np.ndarray], tag: str = "") -> list[Path]:
@@ -204,17 +214,9 @@ def _is_due(step: int, every: int, last: int) -> bool:
     return step == last or (every > 0 and step % every == 0)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
-    """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); return final metrics.
-
-    The workdir gets ``config.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``
-    (``latest/`` for resuming, ``best/`` by ``train.best_metric``) and ``plots/``.
-    """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    experiment = Experiment(config, workdir)
-    config_lib.save_json(config, workdir / "config.json")
-    start = experiment.restore()
+def _train(experiment: Experiment, start: int) -> dict[str, Any]:
+    """Steps ``start + 1 ..`` with their logs, evaluations and checkpoints; the last records."""
+    config, workdir = experiment.config, experiment.workdir
     writer = MetricWriter(workdir, resume_step=start)
     train = config.train
     last = train.num_steps
@@ -270,8 +272,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     finally:
         bar.close()
         writer.close()
-        experiment.close()
-    if "eval" not in final and start >= last:
+    return final
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); return final metrics.
+
+    The workdir gets ``config.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``
+    (``latest/`` for resuming, ``best/`` by ``train.best_metric``) and ``plots/``. The run holds
+    the workdir's lock throughout, and resumes only if ``config`` differs from the saved one in
+    run-length and logging keys alone (see :mod:`attn.train.workdir`).
+    """
+    workdir = Path(workdir)
+    workdir_lib.require_directory(workdir, create=True)
+    config_path = workdir / workdir_lib.CONFIG_FILE
+    with workdir_lib.WorkdirLock(workdir):
+        workdir_lib.check_resumable(config, config_path)
+        experiment = Experiment(config, workdir)
+        try:
+            workdir_lib.write_config(config, config_path)
+            start = experiment.restore(missing_ok=True)
+            final = _train(experiment, start)
+        finally:
+            experiment.close()
+    train = config.train
+    if "eval" not in final and start >= train.num_steps:
         final["eval"] = next(
             (r for r in reversed(read_metrics(workdir)) if r["split"] == "eval"), {}
         )

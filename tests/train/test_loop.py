@@ -10,9 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
@@ -20,39 +18,18 @@ from attn import cli
 from attn.train import NonFiniteLossError, load_config, train_and_evaluate
 from attn.train.config import apply_override, validate
 
-ROOT = Path(__file__).resolve().parents[2]
+from .helpers import (
+    REVERSE,
+    ROOT,
+    checkpoint_steps,
+    params_of,
+    restore_latest,
+    run_command,
+    smoke,
+)
+
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.py"))
-REVERSE = str(ROOT / "experiments" / "reverse.py")
 CATALOG_DATASETS = {"tiny_shakespeare", "imdb_reviews"}
-
-
-def smoke(path: str = REVERSE, **overrides):
-    config = load_config(f"{path}:smoke")
-    for key, value in overrides.items():
-        apply_override(config, key, str(value))
-    return config
-
-
-def restore_latest(workdir: Path, like: dict | None = None) -> dict:
-    """The latest checkpoint, read with orbax; ``like`` (a restored tree) gives the target, so
-    a checkpoint written by several devices restores onto this process's one device."""
-    manager = ocp.CheckpointManager(workdir.absolute() / "checkpoints" / "latest")
-    args = None
-    if like is not None:
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), like
-        )
-        args = ocp.args.StandardRestore(target)
-    restored = manager.restore(manager.latest_step(), args=args)
-    manager.close()
-    return restored
-
-
-def params_of(workdir: Path, like: dict | None = None) -> dict:
-    """The latest checkpoint's parameters as a flat {path: array} dict."""
-    leaves = jax.tree_util.tree_leaves_with_path(restore_latest(workdir, like)["params"])
-    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
@@ -92,26 +69,6 @@ def test_attention_variant_from_an_override_trains_evaluates_and_plots(
     assert (tmp_path / "plots" / "curves.png").stat().st_size > 1000
     assert cli.main(["plot", "--workdir", str(tmp_path)]) == 2
     assert "recorded no attention weights" in capsys.readouterr().err
-
-
-def checkpoint_steps(directory: Path) -> list[int]:
-    """Finished checkpoints only (orbax writes into '<step>.orbax-checkpoint-tmp' first)."""
-    if not directory.is_dir():
-        return []
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-
-
-def run_command(workdir: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "attn",
-        "run",
-        f"{REVERSE}:smoke",
-        "--workdir",
-        str(workdir),
-        *overrides,
-    ]
 
 
 def test_killed_run_resumes_to_identical_parameters(tmp_path):
