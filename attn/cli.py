@@ -6,7 +6,7 @@ attn plot --workdir workdirs/dates [--text "3rd of March 2021"] [--examples 2]
 attn bench --lengths 1024 4096 --implementations dense chunked jax.nn [--out FILE] (see --help)
 
 Errors in what was asked (a bad argument or config key, an unusable workdir) print one line and
-exit with status 2.
+exit with status 2; Ctrl-C during `attn run` saves a checkpoint and exits with status 130.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 CONFIG_PREFIX = "--config."
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
 
 
 def _split_overrides(extra: list[str]) -> list[tuple[str, str]]:
@@ -51,7 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         ":smoke) in WORKDIR. Override any config key with --config.SECTION.KEY=VALUE; "
         "unknown keys and component names fail before anything compiles. Running again in the "
         "same workdir resumes from its latest checkpoint; then only run-length and logging keys "
-        "may differ from its config.json. One run at a time holds a workdir.",
+        "may differ from its config.json. One run at a time holds a workdir. Ctrl-C saves a "
+        "checkpoint and exits with status 130.",
     )
     run.add_argument(
         "config", help="experiment file, e.g. experiments/dates.py or experiments/dates.py:smoke"
@@ -152,14 +154,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config_spec: str, workdir: str, extra: list[str]) -> int:
-    """``attn run``: train the config with its overrides; 0 when done."""
-    from attn.train import load_config, train_and_evaluate
+    """``attn run``: 0 when done, 130 on Ctrl-C (after the loop saved a checkpoint)."""
+    from attn.train import TrainingInterrupted, load_config, train_and_evaluate
     from attn.train.config import apply_override
 
     config = load_config(config_spec)
     for key, value in _split_overrides(extra):
         apply_override(config, key, value)
-    train_and_evaluate(config, workdir)
+    try:
+        train_and_evaluate(config, workdir)
+    except TrainingInterrupted as interrupted:
+        print(f"attn run: {interrupted}", file=sys.stderr)
+        return INTERRUPTED
+    except KeyboardInterrupt:
+        print(
+            f"attn run: interrupted; the checkpoints in {Path(workdir) / 'checkpoints'} are "
+            "complete ones (a save cut short leaves only a temporary directory)",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
     return 0
 
 

@@ -16,6 +16,7 @@ late.
 from __future__ import annotations
 
 import collections
+import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn
@@ -35,6 +36,7 @@ from attn.train import config as config_lib
 from attn.train import metrics as metrics_lib
 from attn.train import workdir as workdir_lib
 from attn.train.checkpoints import Checkpoints
+from attn.train.interrupt import TrainingInterrupted, stop_requests
 from attn.train.optim import build_optimizer
 from attn.train.plots import plot_attention, plot_curves
 from attn.train.prefetch import Prefetcher
@@ -325,8 +327,26 @@ def _evaluate(experiment: Experiment, step: int, writer: MetricWriter) -> dict[s
     return evaluation
 
 
+def _save_and_stop(experiment: Experiment, step: int) -> NoReturn:
+    """After Ctrl-C: save the state of ``step`` (the last one finished) and stop."""
+    tqdm.write(
+        f"Ctrl-C: saving a checkpoint of step {step} (Ctrl-C again quits without it)",
+        file=sys.stderr,
+    )
+    path = experiment.checkpoints.save(step, experiment.state)
+    raise TrainingInterrupted(
+        f"interrupted at step {step}; checkpoint saved in {path}. Run the same command again "
+        "to resume.",
+        step=step,
+        path=path,
+    )
+
+
 def _train(experiment: Experiment, start: int) -> dict[str, Any]:
-    """Steps ``start + 1 ..`` with their logs, evaluations and checkpoints; the last records."""
+    """Steps ``start + 1 ..`` with their logs, evaluations and checkpoints; the last records.
+
+    On Ctrl-C: a checkpoint of the last finished step, then :class:`TrainingInterrupted`.
+    """
     train, workdir, task = experiment.config.train, experiment.workdir, experiment.task
     last = train.num_steps
     final: dict[str, Any] = {}
@@ -335,8 +355,10 @@ def _train(experiment: Experiment, start: int) -> dict[str, Any]:
     log = _TrainLog(experiment, writer, bar)
     batches = Prefetcher(lambda i: experiment.shard(task.train_batch(i)), range(start, last))
     try:
-        with batches:
-            for step in range(start + 1, last + 1):
+        with stop_requests() as stop, batches:
+            step = start
+            while step < last and not stop.is_set():
+                step += 1
                 experiment.state, *outputs = experiment._train_step(experiment.state, next(batches))
                 log.dispatched(step, *outputs)
                 log_due, eval_due, save_due = (
@@ -351,6 +373,9 @@ def _train(experiment: Experiment, start: int) -> dict[str, Any]:
                     final["eval"] = _evaluate(experiment, step, writer)
                 if save_due:
                     experiment.checkpoints.save(step, experiment.state)
+            if step < last:  # stopped by Ctrl-C
+                log.flush()
+                _save_and_stop(experiment, step)
     finally:
         bar.close()
         writer.close()
@@ -363,7 +388,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     The workdir gets ``config.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``
     (``latest/`` for resuming, ``best/`` by ``train.best_metric``) and ``plots/``. The run holds
     the workdir's lock throughout, and resumes only if ``config`` differs from the saved one in
-    run-length and logging keys alone (see :mod:`attn.train.workdir`).
+    run-length and logging keys alone (see :mod:`attn.train.workdir`). Raises
+    :class:`TrainingInterrupted` (after saving a checkpoint) on Ctrl-C.
     """
     workdir = Path(workdir)
     workdir_lib.require_directory(workdir, create=True)
