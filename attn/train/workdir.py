@@ -18,7 +18,6 @@ import os
 import socket
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import ml_collections
@@ -129,12 +128,7 @@ class WorkdirLock:
         self._stream = stream
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         # Closing releases the flock. The file stays: deleting it would let a third run lock a
         # new file while a second one still waits on the old one's inode.
         if self._stream is not None:
