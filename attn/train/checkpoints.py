@@ -75,38 +75,38 @@ class Checkpoints:
     def restore(self, abstract_state: Any, *, which: str = "latest") -> tuple[int, Any] | None:
         """``(step, state)`` from ``latest`` or ``best``, or None if there is no checkpoint.
 
-        An unreadable checkpoint (truncated or missing files) is passed over with a warning for
-        the next one (newest first); a run also moves it aside to ``<step>.unreadable-<time>``
-        so that it saves that step afresh. ValueError naming the directory if none is readable.
+        An unreadable checkpoint (truncated or missing files) is passed over, with a warning,
+        for the next one (newest first); a run also moves it aside to ``<step>.unreadable-<time>``
+        so that it saves that step afresh. If none is readable (more likely a mismatch than
+        damage everywhere) nothing is moved: a ValueError names the directory and the errors.
         """
         manager = {"latest": self.latest, "best": self.best}[which]
         first = manager.best_step() if which == "best" else manager.latest_step()
         if first is None:
             return None
-        steps = [first, *sorted(set(manager.all_steps()) - {first}, reverse=True)]
-        failures = []
-        for step in steps:
+        failures: dict[int, str] = {}
+        for step in [first, *sorted(set(manager.all_steps()) - {first}, reverse=True)]:
             try:
                 state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
             except Exception as error:  # orbax/tensorstore raise many kinds for a damaged file
                 _drop_closed_loop_reports()
-                failures.append(f"step {step}: {_first_line(error)}")
-                self._set_aside(manager, step, error)
+                failures[step] = _first_line(error)
                 continue
+            for bad, error in failures.items():
+                self._pass_over(manager, bad, error)
             return step, state
-        raise ValueError(f"no readable checkpoint in {manager.directory} ({'; '.join(failures)})")
+        errors = "; ".join(f"step {step}: {error}" for step, error in failures.items())
+        raise ValueError(f"no readable checkpoint in {manager.directory} ({errors})")
 
-    def _set_aside(self, manager: ocp.CheckpointManager, step: int, error: Exception) -> None:
+    def _pass_over(self, manager: ocp.CheckpointManager, step: int, error: str) -> None:
         path = Path(manager.directory) / str(step)
         if self.read_only:
-            logger.warning("checkpoint %s is unreadable (%s); skipped", path, _first_line(error))
+            logger.warning("checkpoint %s is unreadable (%s); skipped", path, error)
             return
         aside = path.with_name(f"{step}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(aside)
         manager.reload()
-        logger.warning(
-            "checkpoint %s is unreadable (%s); moved to %s", path, _first_line(error), aside
-        )
+        logger.warning("checkpoint %s is unreadable (%s); moved to %s", path, error, aside)
 
     def close(self) -> None:
         self.latest.close()

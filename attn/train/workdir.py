@@ -129,8 +129,8 @@ class WorkdirLock:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        # Closing releases the flock. The file stays: deleting it would let a third run lock a
-        # new file while a second one still waits on the old one's inode.
+        # Closing releases the flock. The file stays: were it deleted, a run that had opened
+        # it just before could lock the orphaned file while another locks a new one.
         if self._stream is not None:
             self._stream.close()
             self._stream = None
