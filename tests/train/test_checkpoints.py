@@ -89,6 +89,15 @@ def test_no_readable_checkpoint_is_a_one_line_error(workdir, capsys):
     assert line.startswith(f"attn eval: error: no readable checkpoint in {directory} (step 6: ")
 
 
+def test_a_run_moves_nothing_when_no_checkpoint_is_readable(workdir):
+    for step in (2, 4, 6):
+        damage(workdir, step, "default/_METADATA")
+    with pytest.raises(ValueError, match="no readable checkpoint in"):
+        train_and_evaluate(smoke(**OVERRIDES), workdir)
+    assert checkpoint_steps(workdir / "checkpoints" / "latest") == [2, 4, 6]
+    assert not list((workdir / "checkpoints" / "latest").glob("*.unreadable-*"))
+
+
 def test_eval_of_a_workdir_without_checkpoints_fails(workdir, capsys):
     """It used to score the random initial weights as 'step 0' and exit 0."""
     shutil.rmtree(workdir / "checkpoints")
