@@ -4,6 +4,9 @@ attn run experiments/dates.py[:smoke] --workdir workdirs/dates [--config.KEY=VAL
 attn eval --workdir workdirs/dates [--split test] [--checkpoint best]
 attn plot --workdir workdirs/dates [--text "3rd of March 2021"] [--examples 2]
 attn bench --lengths 1024 4096 --implementations dense chunked jax.nn [--out FILE] (see --help)
+
+Errors in what was asked (a bad argument or config key, an unusable workdir) print one line and
+exit with status 2; Ctrl-C during `attn run` saves a checkpoint and exits with status 130.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 from pathlib import Path
 
 CONFIG_PREFIX = "--config."
+INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
 
 
 def _split_overrides(extra: list[str]) -> list[tuple[str, str]]:
@@ -47,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Train CONFIG (a file in experiments/, optionally FILE.py:ARG such as "
         ":smoke) in WORKDIR. Override any config key with --config.SECTION.KEY=VALUE; "
         "unknown keys and component names fail before anything compiles. Running again in the "
-        "same workdir resumes from its latest checkpoint.",
+        "same workdir resumes from its latest checkpoint; then only run-length and logging keys "
+        "may differ from its config.json. One run at a time holds a workdir. Ctrl-C saves a "
+        "checkpoint and exits with status 130.",
     )
     run.add_argument(
         "config", help="experiment file, e.g. experiments/dates.py or experiments/dates.py:smoke"
@@ -65,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
         command = commands.add_parser(
             name,
             help=text,
-            description=f"{text[0].upper()}{text[1:]} (config read from WORKDIR/config.json).",
+            description=f"{text[0].upper()}{text[1:]} (config read from WORKDIR/config.json). "
+            "It only reads the checkpoints, so it may run while `attn run` trains the workdir.",
         )
         command.add_argument("--workdir", required=True, help="a workdir written by `attn run`")
         command.add_argument(
@@ -93,14 +100,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_workdir(workdir: str, checkpoint: str):
+    """The workdir's experiment, read-only, with ``checkpoint`` restored, and its step."""
     from attn.train import Experiment
-    from attn.train.config import from_json
+    from attn.train import workdir as workdir_lib
 
-    config_path = Path(workdir) / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"{workdir} has no config.json; train it first with `attn run`")
-    experiment = Experiment(from_json(config_path), workdir)
-    step = experiment.restore(checkpoint)
+    workdir_lib.require_directory(Path(workdir), create=False)
+    config = workdir_lib.read_config(Path(workdir) / workdir_lib.CONFIG_FILE)
+    experiment = Experiment(config, workdir, read_only=True)
+    try:
+        step = experiment.restore(checkpoint)
+    except ValueError:
+        experiment.close()
+        raise
     return experiment, step
 
 
@@ -115,16 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     try:
         if args.command == "run":
-            from attn.train import load_config, train_and_evaluate
-            from attn.train.config import apply_override
-
-            config = load_config(args.config)
-            for key, value in _split_overrides(extra):
-                apply_override(config, key, value)
-            train_and_evaluate(config, args.workdir)
-            return 0
+            return _run(args.config, args.workdir, extra)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command == "plot" and args.examples < 1:
+            raise ValueError(f"--examples must be at least 1, got {args.examples}")
         experiment, step = _load_workdir(args.workdir, args.checkpoint)
         if args.command == "eval":
             metrics = experiment.evaluate(args.split)
@@ -136,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             paths = _plot(experiment, args)
             if not paths:
                 raise ValueError(
-                    "the model recorded no attention weights to plot (model.attention_fn "
-                    f"{experiment.config.model.get('attention_fn')!r} forms no weight matrix)"
+                    "the model recorded no attention weights to plot (model.attention.variant "
+                    f"{experiment.config.model.attention.get('variant')!r} forms no weight "
+                    "matrix)"
                 )
             print("\n".join(str(p) for p in paths))
         experiment.close()
@@ -147,11 +154,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _run(config_spec: str, workdir: str, extra: list[str]) -> int:
+    """``attn run``: 0 when done, 130 on Ctrl-C (after the loop saved a checkpoint)."""
+    from attn.train import TrainingInterrupted, load_config, train_and_evaluate
+    from attn.train.config import apply_override
+
+    config = load_config(config_spec)
+    for key, value in _split_overrides(extra):
+        apply_override(config, key, value)
+    try:
+        train_and_evaluate(config, workdir)
+    except TrainingInterrupted as interrupted:
+        print(f"attn run: {interrupted}", file=sys.stderr)
+        return INTERRUPTED
+    except KeyboardInterrupt:
+        print(
+            f"attn run: interrupted; the checkpoints in {Path(workdir) / 'checkpoints'} are "
+            "complete ones (a save cut short leaves only a temporary directory)",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    return 0
+
+
 def _plot(experiment, args) -> list[Path]:
     if not args.text:
-        experiment.config.train.unlock()
-        experiment.config.train.plot_examples = args.examples
-        return experiment.plot(args.split, tag="_cli")
+        return experiment.plot(args.split, tag="_cli", count=args.examples)
     return experiment.plot_batch(_text_batch(experiment.task, args.text), tag="_text")
 
 

@@ -103,11 +103,12 @@ def base_config(model: str | None = None) -> ml_collections.ConfigDict:
 
 def shorten_for_smoke(config: ml_collections.ConfigDict, num_steps: int = 4) -> None:
     """A ``:smoke`` variant's loop: ``num_steps`` steps, one evaluation at the end, a checkpoint
-    half way, and a warm-up of at most half the steps (the schedule's length follows
+    half way, and a warm-up of at most a quarter of the steps (the schedule's length follows
     ``num_steps`` by itself)."""
     if "warmup_steps" in config.optim.schedule_kwargs:
+        # A quarter of the run at most, so that overriding num_steps down to 2 still works.
         config.optim.schedule_kwargs.warmup_steps = min(
-            config.optim.schedule_kwargs.warmup_steps, num_steps // 2
+            config.optim.schedule_kwargs.warmup_steps, max(1, num_steps // 4)
         )
     config.train.update(
         num_steps=num_steps,
@@ -289,9 +290,13 @@ def save_json(config: ml_collections.ConfigDict, path: Path) -> None:
     text = json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str) + "\n"
     path = Path(path)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(descriptor, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def from_json(path: Path) -> ml_collections.ConfigDict:
@@ -299,7 +304,7 @@ def from_json(path: Path) -> ml_collections.ConfigDict:
     try:
         values = json.loads(Path(path).read_text())
     except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read the config {path}: {error}") from None
+        raise ValueError(f"cannot read {path}: not a JSON config ({error})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"cannot read the config {path}: not a JSON object")
+        raise ValueError(f"cannot read {path}: not a JSON config (not an object)")
     return ml_collections.ConfigDict(values)

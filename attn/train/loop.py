@@ -4,14 +4,22 @@ Everything a step does is a pure function of ``(state, step)``: the batch is
 ``task.train_batch(step)`` and the dropout key is ``fold_in(seed, step)``, so a run killed at
 any moment and resumed from its last checkpoint ends with exactly the parameters of an
 uninterrupted run.
+
+The host does not make the devices wait: batches are read and copied to the devices in a
+background thread, and a step's metrics are read only once the next steps are dispatched. The
+compiled step itself refuses an update whose loss or gradient norm is not finite (it returns
+the old state and a flag), and the parameters are checked before anything is logged, evaluated
+or saved, so no saved state is ever bad; the host stops when it reads the flag, a few steps
+late.
 """
 
 from __future__ import annotations
 
-import math
+import collections
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -26,20 +34,34 @@ from tqdm.auto import tqdm
 from attn import data, models
 from attn.train import config as config_lib
 from attn.train import metrics as metrics_lib
+from attn.train import workdir as workdir_lib
 from attn.train.checkpoints import Checkpoints
+from attn.train.interrupt import TrainingInterrupted, stop_requests
 from attn.train.plots import plot_attention, plot_curves
+from attn.train.prefetch import Prefetcher
 from attn.train.writer import MetricWriter, read_metrics
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/Inf loss; the last good checkpoint is kept."""
+    """Training produced a NaN/Inf loss or update; it was not applied and the last good
+    checkpoint is kept."""
 
 
 class Experiment:
     """The parts of a run that training, evaluation and plotting share."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path):
-        checked = config_lib.validate(config)
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str | Path,
+        *,
+        read_only: bool = False,
+        checked: config_lib.Checked | None = None,
+    ):
+        """``read_only``: only read the workdir's checkpoints (evaluating or plotting it).
+        ``checked``: what :func:`attn.train.config.validate` returned for ``config``, if the
+        caller validated it already."""
+        checked = checked or config_lib.validate(config)
         self.config = config
         self.workdir = Path(workdir)
         self.task = data.get_task(config.data)
@@ -48,11 +70,6 @@ class Experiment:
         self.mesh = jax.make_mesh(
             (jax.local_device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
         )
-        if config.data.batch_size % jax.local_device_count():
-            raise ValueError(
-                f"data.batch_size={config.data.batch_size} must be divisible by the "
-                f"{jax.local_device_count()} local devices"
-            )
         seed = config.train.seed
         model = models.build_model(
             checked.model, self.task, rngs=nnx.Rngs(params=seed, dropout=seed + 1)
@@ -69,9 +86,21 @@ class Experiment:
             max_to_keep=config.train.max_to_keep,
             best_metric=config.train.best_metric,
             best_mode=config.train.best_mode,
+            read_only=read_only,
         )
         self._train_step = jax.jit(self._train_step_fn, donate_argnums=0)
         self._eval_step = jax.jit(self._eval_step_fn)
+        self._params_finite = jax.jit(self._all_finite)
+        if config.train.sample_tokens:
+            # Sampling first runs at the first evaluation: trace it now (shapes only), so that
+            # e.g. a prompt plus sample_tokens longer than a learned position table fails here.
+            try:
+                jax.eval_shape(self._sample, self.state["params"], jnp.int32(0))
+            except ValueError as error:
+                raise ValueError(
+                    f"train.sample_tokens={config.train.sample_tokens} with train.sample_prompt="
+                    f"{config.train.sample_prompt!r}: {error}"
+                ) from None
 
     # ------------------------------------------------------------------ pure steps
 
@@ -117,7 +146,17 @@ class Experiment:
             "opt_state": opt_state,
             "step": state["step"] + 1,
         }
-        return new_state, {"loss": loss_sum / weight_sum, "grad_norm": optax.tree.norm(grads)}
+        metrics = {"loss": loss_sum / weight_sum, "grad_norm": optax.tree.norm(grads)}
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+        # A bad update is never applied: the state stays the last good one, so the host may
+        # read `finite` a few steps later. (Parameters that a finite gradient overflows are
+        # rarer and cost a pass over all of them: they are checked only before each save.)
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+        return new_state, metrics, finite
+
+    @staticmethod
+    def _all_finite(params: Any) -> jax.Array:
+        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
 
     def _eval_step_fn(self, params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         model = self.model(params)
@@ -130,13 +169,16 @@ class Experiment:
     def shard(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return jax.device_put(batch, NamedSharding(self.mesh, P("data")))
 
-    def restore(self, which: str = "latest") -> int:
-        """Load the ``latest`` or ``best`` checkpoint into ``self.state``; returns its step."""
+    def restore(self, which: str = "latest", *, missing_ok: bool = False) -> int:
+        """Load the ``latest`` or ``best`` checkpoint into ``self.state``; returns its step.
+
+        Without a checkpoint: step 0 (the initial state) if ``missing_ok``, else a ValueError.
+        """
         abstract = jax.tree.map(ocp_abstract, self.state)
         restored = self.checkpoints.restore(abstract, which=which)
         if restored is None:
-            if which == "best":
-                raise ValueError(f"no checkpoint in {self.workdir / 'checkpoints'}")
+            if not missing_ok:
+                raise ValueError(f"no {which} checkpoint in {self.workdir / 'checkpoints' / which}")
             return 0
         step, state = restored
         self.state = jax.device_put(state, NamedSharding(self.mesh, P()))
@@ -150,10 +192,12 @@ class Experiment:
                 totals[name] = totals.get(name, 0.0) + float(value)
         return metrics_lib.finalize(totals)
 
-    def plot(self, split: str = "test", tag: str = "") -> list[Path]:
-        """Attention maps of the first ``train.plot_examples`` examples of ``split``."""
+    def plot(self, split: str = "test", tag: str = "", count: int | None = None) -> list[Path]:
+        """Attention maps of the first ``count`` (default ``train.plot_examples``) examples of
+        ``split``."""
         batch = next(iter(self.task.eval_batches(split, max_batches=1)))
-        count = min(self.config.train.plot_examples, len(batch["inputs"]))
+        count = self.config.train.plot_examples if count is None else count
+        count = min(count, len(batch["inputs"]))
         return self.plot_batch({name: value[:count] for name, value in batch.items()}, tag)
 
     def plot_batch(self, batch: dict[str, np.ndarray], tag: str = "") -> list[Path]:
@@ -180,15 +224,18 @@ class Experiment:
                 )
         return paths
 
-    def sample_text(self) -> str:
-        tokenizer = self.task.tokenizer
-        prompt = np.asarray([tokenizer.encode(self.config.train.sample_prompt) or [1]], np.int32)
-        tokens = self.model(self.state["params"]).sample(
-            jnp.asarray(prompt),
+    def _sample(self, params: Any, step: jax.Array) -> jax.Array:
+        """``train.sample_prompt`` continued by ``train.sample_tokens`` sampled tokens."""
+        prompt = self.task.tokenizer.encode(self.config.train.sample_prompt) or [1]
+        return self.model(params).sample(
+            jnp.asarray([prompt], jnp.int32),
             self.config.train.sample_tokens,
-            jax.random.fold_in(self.base_rng, int(self.state["step"])),
+            jax.random.fold_in(self.base_rng, step),
         )
-        return tokenizer.decode(np.asarray(tokens[0]).tolist())
+
+    def sample_text(self) -> str:
+        tokens = self._sample(self.state["params"], self.state["step"])
+        return self.task.tokenizer.decode(np.asarray(tokens[0]).tolist())
 
     def close(self) -> None:
         self.checkpoints.close()
@@ -203,74 +250,176 @@ def _is_due(step: int, every: int, last: int) -> bool:
     return step == last or (every > 0 and step % every == 0)
 
 
+class _TrainLog:
+    """The host side of the train metrics, summed into one ``metrics.jsonl`` record per window.
+
+    A step's values are read only once ``READ_BEHIND`` later steps are dispatched, so the
+    devices always have work queued while the host waits for a value, reads the next batch or
+    writes logs (a stall of the host, e.g. waiting for the GIL, is absorbed by the queue).
+    """
+
+    READ_BEHIND = 3
+
+    def __init__(self, experiment: Experiment, writer: MetricWriter, bar: tqdm):
+        self.experiment, self.writer, self.bar = experiment, writer, bar
+        self.pending: collections.deque[tuple[int, dict[str, jax.Array], jax.Array]] = (
+            collections.deque()
+        )
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.started = time.perf_counter()
+
+    def dispatched(self, step: int, metrics: dict[str, jax.Array], finite: jax.Array) -> None:
+        """Step ``step`` was dispatched; read the values of the steps far enough behind it."""
+        self.pending.append((step, metrics, finite))
+        while len(self.pending) > self.READ_BEHIND:
+            self._read(*self.pending.popleft())
+
+    def flush(self) -> None:
+        """Read every dispatched step's values and check the parameters: what is then logged,
+        evaluated or saved is good. Waits for the last step."""
+        while self.pending:
+            self._read(*self.pending.popleft())
+        if not self.experiment._params_finite(self.experiment.state["params"]):
+            self._diverged(int(self.experiment.state["step"]), "the parameters became non-finite")
+
+    def _diverged(self, step: int, what: str) -> NoReturn:
+        checkpoints = self.experiment.checkpoints
+        raise NonFiniteLossError(
+            f"{what} at step {step}; training stopped. The last good checkpoint (step "
+            f"{checkpoints.latest_step()}) is kept in "
+            f"{self.experiment.workdir / 'checkpoints' / 'latest'}. Lower optim.learning_rate "
+            "or set optim.grad_clip_norm."
+        )
+
+    def _read(self, step: int, metrics: dict[str, jax.Array], finite: jax.Array) -> None:
+        values, finite = jax.device_get((metrics, finite))
+        if not finite:
+            self._diverged(
+                step,
+                f"loss became {values['loss']} (gradient norm {values['grad_norm']}); that update "
+                "was not applied",
+            )
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value)
+        self.count += 1
+        self.bar.update(1)
+
+    def write(self, step: int) -> dict[str, float]:
+        """The record of the steps since the last one, written to the logs; returns it."""
+        elapsed = time.perf_counter() - self.started
+        record = {name: value / self.count for name, value in self.sums.items()}
+        record["learning_rate"] = self.experiment.learning_rate(step - 1)
+        record["steps_per_second"] = self.count / max(elapsed, 1e-9)
+        record["examples_per_second"] = (
+            record["steps_per_second"] * self.experiment.config.data.batch_size
+        )
+        self.writer.write(step, "train", record)
+        self.bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+        self.sums, self.count, self.started = {}, 0, time.perf_counter()
+        return record
+
+
+def _evaluate(experiment: Experiment, step: int, writer: MetricWriter) -> dict[str, Any]:
+    """Evaluate, log and plot at ``step``; keep the state in ``best/`` if it is the best."""
+    train = experiment.config.train
+    evaluation = experiment.evaluate("test")
+    if train.sample_tokens:
+        evaluation["sample"] = experiment.sample_text()
+        tqdm.write(f"step {step} sample: {evaluation['sample']!r}")
+    writer.write(step, "eval", evaluation)
+    experiment.checkpoints.save_if_best(
+        step, experiment.state, {train.best_metric: evaluation[train.best_metric]}
+    )
+    experiment.plot("test")
+    plot_curves(read_metrics(experiment.workdir), experiment.workdir / "plots" / "curves.png")
+    tqdm.write(
+        f"step {step}: eval loss {evaluation['loss']:.4f} accuracy "
+        f"{evaluation['accuracy']:.4f} sequence_accuracy "
+        f"{evaluation['sequence_accuracy']:.4f}"
+    )
+    return evaluation
+
+
+def _save_and_stop(experiment: Experiment, step: int) -> NoReturn:
+    """After Ctrl-C: save the state of ``step`` (the last one finished) and stop."""
+    tqdm.write(
+        f"Ctrl-C: saving a checkpoint of step {step} (Ctrl-C again quits without it)",
+        file=sys.stderr,
+    )
+    path = experiment.checkpoints.save(step, experiment.state)
+    raise TrainingInterrupted(
+        f"interrupted at step {step}; checkpoint saved in {path}. Run the same command again "
+        "to resume.",
+        step=step,
+        path=path,
+    )
+
+
+def _train(experiment: Experiment, start: int) -> dict[str, Any]:
+    """Steps ``start + 1 ..`` with their logs, evaluations and checkpoints; the last records.
+
+    On Ctrl-C: a checkpoint of the last finished step, then :class:`TrainingInterrupted`.
+    """
+    train, workdir, task = experiment.config.train, experiment.workdir, experiment.task
+    last = train.num_steps
+    final: dict[str, Any] = {}
+    writer = MetricWriter(workdir, resume_step=start)
+    bar = tqdm(total=last, initial=start, desc=workdir.name, unit="step", dynamic_ncols=True)
+    log = _TrainLog(experiment, writer, bar)
+    batches = Prefetcher(lambda i: experiment.shard(task.train_batch(i)), range(start, last))
+    try:
+        with stop_requests() as stop, batches:
+            step = start
+            while step < last and not stop.is_set():
+                step += 1
+                experiment.state, *outputs = experiment._train_step(experiment.state, next(batches))
+                log.dispatched(step, *outputs)
+                log_due, eval_due, save_due = (
+                    _is_due(step, every, last)
+                    for every in (train.log_every, train.eval_every, train.checkpoint_every)
+                )
+                if log_due or eval_due or save_due:
+                    log.flush()  # what is logged, evaluated or saved is checked first
+                if log_due:
+                    final["train"] = log.write(step)
+                if eval_due:
+                    final["eval"] = _evaluate(experiment, step, writer)
+                if save_due:
+                    experiment.checkpoints.save(step, experiment.state)
+            if step < last:  # stopped by Ctrl-C
+                log.flush()
+                _save_and_stop(experiment, step)
+    finally:
+        bar.close()
+        writer.close()
+    return final
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); return final metrics.
 
     The workdir gets ``config.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``
-    (``latest/`` for resuming, ``best/`` by ``train.best_metric``) and ``plots/``.
+    (``latest/`` for resuming, ``best/`` by ``train.best_metric``) and ``plots/``. The run holds
+    the workdir's lock throughout, and resumes only if ``config`` differs from the saved one in
+    run-length and logging keys alone (see :mod:`attn.train.workdir`). Raises
+    :class:`TrainingInterrupted` (after saving a checkpoint) on Ctrl-C.
     """
+    checked = config_lib.validate(config)  # before the workdir is touched
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    experiment = Experiment(config, workdir)
-    config_lib.save_json(config, workdir / "config.json")
-    start = experiment.restore()
-    writer = MetricWriter(workdir, resume_step=start)
+    workdir_lib.require_directory(workdir, create=True)
+    config_path = workdir / workdir_lib.CONFIG_FILE
+    with workdir_lib.WorkdirLock(workdir):
+        workdir_lib.check_resumable(config, config_path)
+        experiment = Experiment(config, workdir, checked=checked)
+        try:
+            config_lib.save_json(config, config_path)
+            start = experiment.restore(missing_ok=True)
+            final = _train(experiment, start)
+        finally:
+            experiment.close()
     train = config.train
-    last = train.num_steps
-    final: dict[str, Any] = {}
-    sums: dict[str, float] = {}
-    logged_at, since_log = time.perf_counter(), 0
-    bar = tqdm(total=last, initial=start, desc=f"{workdir.name}", unit="step", dynamic_ncols=True)
-    try:
-        for step in range(start + 1, last + 1):
-            batch = experiment.shard(experiment.task.train_batch(step - 1))
-            experiment.state, step_metrics = experiment._train_step(experiment.state, batch)
-            loss = float(step_metrics["loss"])
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss became {loss} at step {step}; stopped. The last good checkpoint "
-                    f"(step {experiment.checkpoints.latest_step()}) is kept in "
-                    f"{workdir / 'checkpoints' / 'latest'}. Lower optim.learning_rate or set "
-                    f"optim.grad_clip_norm."
-                )
-            for name, value in step_metrics.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-            since_log += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}")
-            if _is_due(step, train.log_every, last):
-                elapsed = time.perf_counter() - logged_at
-                record = {name: value / since_log for name, value in sums.items()}
-                record["learning_rate"] = experiment.learning_rate(step - 1)
-                record["steps_per_second"] = since_log / max(elapsed, 1e-9)
-                record["examples_per_second"] = record["steps_per_second"] * config.data.batch_size
-                writer.write(step, "train", record)
-                final["train"] = record
-                sums, since_log, logged_at = {}, 0, time.perf_counter()
-            if _is_due(step, train.eval_every, last):
-                evaluation = experiment.evaluate("test")
-                if train.sample_tokens:
-                    evaluation["sample"] = experiment.sample_text()
-                    tqdm.write(f"step {step} sample: {evaluation['sample']!r}")
-                writer.write(step, "eval", evaluation)
-                final["eval"] = evaluation
-                experiment.checkpoints.save_if_best(
-                    step, experiment.state, {train.best_metric: evaluation[train.best_metric]}
-                )
-                experiment.plot("test")
-                plot_curves(read_metrics(workdir), workdir / "plots" / "curves.png")
-                tqdm.write(
-                    f"step {step}: eval loss {evaluation['loss']:.4f} accuracy "
-                    f"{evaluation['accuracy']:.4f} sequence_accuracy "
-                    f"{evaluation['sequence_accuracy']:.4f}"
-                )
-            if _is_due(step, train.checkpoint_every, last):
-                experiment.checkpoints.save(step, experiment.state)
-    finally:
-        bar.close()
-        writer.close()
-        experiment.close()
-    if "eval" not in final and start >= last:
+    if "eval" not in final and start >= train.num_steps:
         final["eval"] = next(
             (r for r in reversed(read_metrics(workdir)) if r["split"] == "eval"), {}
         )

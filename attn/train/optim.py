@@ -47,7 +47,14 @@ def build_schedule(optim: Any, num_steps: int) -> optax.Schedule:
     if name == "constant_schedule":
         kwargs.setdefault("value", 1.0)
     if name in RUN_LENGTH_ARGUMENT:
-        kwargs.setdefault(RUN_LENGTH_ARGUMENT[name], num_steps)
+        length = RUN_LENGTH_ARGUMENT[name]
+        kwargs.setdefault(length, num_steps)
+        warmup = kwargs.get("warmup_steps")
+        if isinstance(warmup, int) and isinstance(kwargs[length], int) and warmup >= kwargs[length]:
+            raise ValueError(
+                f"optim.schedule_kwargs.warmup_steps={warmup} must be less than the schedule's "
+                f"{length}={kwargs[length]} (train.num_steps unless set in schedule_kwargs)"
+            )
     try:
         return _optax_attribute(name, "schedule")(**kwargs)
     except (TypeError, ValueError) as error:

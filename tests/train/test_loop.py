@@ -10,49 +10,25 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
 
 from attn import cli
 from attn.train import NonFiniteLossError, load_config, train_and_evaluate
-from attn.train.config import apply_override, validate
 
-ROOT = Path(__file__).resolve().parents[2]
+from .helpers import (
+    REVERSE,
+    ROOT,
+    checkpoint_steps,
+    params_of,
+    restore_latest,
+    run_command,
+    smoke,
+)
+
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.py"))
-REVERSE = str(ROOT / "experiments" / "reverse.py")
 CATALOG_DATASETS = {"tiny_shakespeare", "imdb_reviews"}
-
-
-def smoke(path: str = REVERSE, **overrides):
-    config = load_config(f"{path}:smoke")
-    for key, value in overrides.items():
-        apply_override(config, key, str(value))
-    return config
-
-
-def restore_latest(workdir: Path, like: dict | None = None) -> dict:
-    """The latest checkpoint, read with orbax; ``like`` (a restored tree) gives the target, so
-    a checkpoint written by several devices restores onto this process's one device."""
-    manager = ocp.CheckpointManager(workdir.absolute() / "checkpoints" / "latest")
-    args = None
-    if like is not None:
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), like
-        )
-        args = ocp.args.StandardRestore(target)
-    restored = manager.restore(manager.latest_step(), args=args)
-    manager.close()
-    return restored
-
-
-def params_of(workdir: Path, like: dict | None = None) -> dict:
-    """The latest checkpoint's parameters as a flat {path: array} dict."""
-    leaves = jax.tree_util.tree_leaves_with_path(restore_latest(workdir, like)["params"])
-    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
@@ -78,40 +54,18 @@ def test_every_experiment_smoke_variant_trains_and_evaluates(path, tmp_path):
     ).is_dir()
 
 
-@pytest.mark.parametrize("attention_fn", ["performer(num_features=16)", "linformer(max_length=64)"])
-def test_attention_variant_from_an_override_trains_evaluates_and_plots(
-    attention_fn, tmp_path, capsys
-):
+@pytest.mark.parametrize("variant", ["performer(num_features=16)", "linformer(max_length=64)"])
+def test_attention_variant_from_an_override_trains_evaluates_and_plots(variant, tmp_path, capsys):
     """Through the whole loop (training, evaluation, plots). The variants
     have no weight matrix, so no attention maps are drawn; the curves are."""
     path = str(ROOT / "experiments" / "listops.py")
-    final = train_and_evaluate(smoke(path, **{"model.attention_fn": attention_fn}), tmp_path)
+    final = train_and_evaluate(smoke(path, **{"model.attention.variant": variant}), tmp_path)
     assert np.isfinite(final["eval"]["loss"])
-    assert json.loads((tmp_path / "config.json").read_text())["model"]["attention_fn"]
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["attention"]["variant"]
     assert not list((tmp_path / "plots").glob("attention_*.png"))
     assert (tmp_path / "plots" / "curves.png").stat().st_size > 1000
     assert cli.main(["plot", "--workdir", str(tmp_path)]) == 2
     assert "recorded no attention weights" in capsys.readouterr().err
-
-
-def checkpoint_steps(directory: Path) -> list[int]:
-    """Finished checkpoints only (orbax writes into '<step>.orbax-checkpoint-tmp' first)."""
-    if not directory.is_dir():
-        return []
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
-
-
-def run_command(workdir: Path, *overrides: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "attn",
-        "run",
-        f"{REVERSE}:smoke",
-        "--workdir",
-        str(workdir),
-        *overrides,
-    ]
 
 
 def test_killed_run_resumes_to_identical_parameters(tmp_path):
@@ -218,39 +172,6 @@ def test_bfloat16_compute_keeps_float32_parameters(tmp_path):
     final = train_and_evaluate(smoke(**{"model.dtype": "bfloat16", "train.num_steps": 3}), tmp_path)
     assert np.isfinite(final["eval"]["loss"])
     assert {value.dtype for value in params_of(tmp_path).values()} == {np.dtype(np.float32)}
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "message"),
-    [
-        ("optim.lerning_rate", "0.1", "did you mean 'optim.learning_rate'"),
-        ("modle.name", "x", "did you mean 'model'"),
-        ("train.num_steps", "'many'", "num_steps"),
-    ],
-)
-def test_bad_override_fails_with_a_clear_message(key, value, message):
-    config = smoke()
-    with pytest.raises(ValueError, match=message):
-        apply_override(config, key, value)
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "message"),
-    [
-        ("model.weighting", "softmaxx", "valid weighting names"),
-        ("model.score", "dott", "valid score names"),
-        ("model.mask", "causel()", "valid mask names"),
-        ("model.attention_fn", "performr", "valid attention names"),
-        ("model.attention_fn", "linear(feature_map='tanh')", "feature_map must be one of"),
-        ("model.name", "transformr", "model"),
-        ("data.name", "reverso", "reverso"),
-        ("optim.name", "adamm", "not an optax optimizer"),
-        ("optim.schedule", "cosine", "not an optax schedule"),
-    ],
-)
-def test_unknown_component_names_fail_before_building(key, value, message):
-    with pytest.raises(ValueError, match=message):
-        validate(smoke(**{key: value}))
 
 
 def test_cli_help_and_errors(capsys):

@@ -1,0 +1,71 @@
+"""Shared by the training tests: smoke configs, `attn run` commands, reading checkpoints."""
+
+import os
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from attn.train import load_config
+from attn.train.config import apply_override
+
+ROOT = Path(__file__).resolve().parents[2]
+REVERSE = str(ROOT / "experiments" / "reverse.py")
+ENVIRONMENT = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+def smoke(path: str = REVERSE, **overrides):
+    config = load_config(f"{path}:smoke")
+    for key, value in overrides.items():
+        apply_override(config, key, str(value))
+    return config
+
+
+def restore_latest(workdir: Path, like: dict | None = None) -> dict:
+    """The latest checkpoint, read with orbax; ``like`` (a restored tree) gives the target, so
+    a checkpoint written by several devices restores onto this process's one device."""
+    manager = ocp.CheckpointManager(workdir.absolute() / "checkpoints" / "latest")
+    args = None
+    if like is not None:
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), like
+        )
+        args = ocp.args.StandardRestore(target)
+    restored = manager.restore(manager.latest_step(), args=args)
+    manager.close()
+    return restored
+
+
+def params_of(workdir: Path, like: dict | None = None) -> dict:
+    """The latest checkpoint's parameters as a flat {path: array} dict."""
+    leaves = jax.tree_util.tree_leaves_with_path(restore_latest(workdir, like)["params"])
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def assert_same_params(got: dict, want: dict) -> None:
+    assert want.keys() == got.keys()
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def checkpoint_steps(directory: Path) -> list[int]:
+    """Finished checkpoints only (orbax writes into '<step>.orbax-checkpoint-tmp' first)."""
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def run_command(workdir: Path, *overrides: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "attn",
+        "run",
+        f"{REVERSE}:smoke",
+        "--workdir",
+        str(workdir),
+        *overrides,
+    ]

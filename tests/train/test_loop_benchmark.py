@@ -1,0 +1,25 @@
+"""benchmarks/loop.py end to end on a smoke config (the script, not its timings)."""
+
+import subprocess
+import sys
+
+from .helpers import ENVIRONMENT, ROOT
+
+
+def test_the_loop_benchmark_prints_a_row_per_experiment():
+    # A subprocess from the repository root: in this process `benchmarks` is tests/benchmarks.
+    command = ["-m", "benchmarks.loop", "--experiments", "reverse:smoke", "--steps", "4"]
+    result = subprocess.run(
+        [sys.executable, *command, "--repeats", "1"],
+        cwd=ROOT,
+        env=ENVIRONMENT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    header = "| experiment | steps | step alone (ms) | loop (ms/step) | loop / step alone |"
+    assert header in result.stdout
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("| reverse:smoke |")]
+    steps, alone, loop, ratio = (float(cell) for cell in row.strip("| ").split(" | ")[1:])
+    assert steps == 4 and alone > 0 and loop > 0 and ratio > 0
