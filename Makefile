@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format
+.PHONY: setup demo test test-fast lint format
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	JAX_PLATFORMS=cpu $(VENV)/bin/pytest -n 2 tests
+
+# The edit loop: lint and every test not marked slow (training runs, subprocesses, Pallas'
+# interpreter, property searches), in about three minutes. `make test` stays the whole suite.
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	JAX_PLATFORMS=cpu $(VENV)/bin/pytest -n 2 -m "not slow" tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -7,6 +7,9 @@ import pytest
 from attn import cli
 from benchmarks import implementations
 
+# Runs `attn bench` end to end.
+pytestmark = pytest.mark.slow
+
 
 def _bench(tmp_path, *extra: str) -> dict:
     out = tmp_path / "bench"

@@ -9,6 +9,9 @@ from flax import nnx
 
 from .common import Task, build
 
+# Dozens of optimisation steps per model.
+pytestmark = pytest.mark.slow
+
 LENGTH = 8
 
 

@@ -12,6 +12,9 @@ from attn.train import train_and_evaluate
 
 from .helpers import assert_same_params, checkpoint_steps, params_of, smoke
 
+# Every test reads a workdir trained by a fixture.
+pytestmark = pytest.mark.slow
+
 OVERRIDES = {"train.checkpoint_every": 2}  # latest/ holds steps 2, 4 and 6
 
 

@@ -12,6 +12,9 @@ import pytest
 
 from .helpers import ENVIRONMENT, assert_same_params, checkpoint_steps, params_of, run_command
 
+# Real `attn run` processes, interrupted and resumed.
+pytestmark = pytest.mark.slow
+
 # Long enough to be interrupted in the middle (reverse:smoke runs 100-500 steps a second here);
 # no periodic checkpoint before step 500, so the one after Ctrl-C is the interrupt's own.
 OVERRIDES = [

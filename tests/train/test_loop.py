@@ -27,6 +27,9 @@ from .helpers import (
     smoke,
 )
 
+# Every test here trains (in process or in `attn run` subprocesses).
+pytestmark = pytest.mark.slow
+
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.py"))
 CATALOG_DATASETS = {"tiny_shakespeare", "imdb_reviews"}
 

@@ -3,7 +3,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from .helpers import ENVIRONMENT, ROOT
+
+# Runs the loop benchmark end to end.
+pytestmark = pytest.mark.slow
 
 
 def test_the_loop_benchmark_prints_a_row_per_experiment():

@@ -36,6 +36,7 @@ class Recorded:
         return bool(self._read())
 
 
+@pytest.mark.slow
 def test_the_next_step_is_dispatched_before_a_steps_metrics_are_read(tmp_path, monkeypatch):
     events, losses = [], {}
     build = Experiment.__init__
@@ -79,6 +80,7 @@ def test_the_next_step_is_dispatched_before_a_steps_metrics_are_read(tmp_path, m
         np.testing.assert_allclose(record["loss"], np.mean([losses[s] for s in steps]), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_the_compiled_step_refuses_a_non_finite_update(tmp_path):
     experiment = Experiment(smoke(), tmp_path)
     batch = experiment.task.train_batch(0)
@@ -94,6 +96,7 @@ def test_the_compiled_step_refuses_a_non_finite_update(tmp_path):
     experiment.close()
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_parameters_a_finite_gradient_overflows_are_never_saved(tmp_path):
     """An infinite learning rate: the first step's loss and gradient are finite, its update not."""

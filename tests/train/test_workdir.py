@@ -57,6 +57,7 @@ def test_a_second_run_fails_at_once_naming_the_holder(tmp_path, capsys):
     assert not (workdir / "config.json").exists() and not (workdir / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path, capsys):
     """The lock of a process killed with SIGKILL blocks others while it lives, not after."""
     workdir = tmp_path / "run"
@@ -78,6 +79,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path, capsys):
     assert json.loads((workdir / ".lock").read_text())["pid"] == os.getpid()
 
 
+@pytest.mark.slow
 def test_eval_and_plot_read_a_workdir_while_a_run_holds_it(trained, tmp_path, capsys):
     workdir = copy_of(trained, tmp_path)
     with WorkdirLock(workdir):
@@ -86,6 +88,7 @@ def test_eval_and_plot_read_a_workdir_while_a_run_holds_it(trained, tmp_path, ca
     assert "step 6" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_run_with_another_model_is_refused_before_touching_the_workdir(trained, tmp_path, capsys):
     workdir = copy_of(trained, tmp_path)
     saved = (workdir / "config.json").read_bytes()
@@ -156,6 +159,7 @@ def test_a_workdir_that_is_a_file_is_a_one_line_error(tmp_path, capsys, command)
     one_line_error(capsys, f"workdir {workdir} is a file")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["run", "eval"])
 def test_a_corrupt_config_json_is_a_one_line_error(trained, tmp_path, capsys, command):
     workdir = copy_of(trained, tmp_path)
@@ -165,6 +169,7 @@ def test_a_corrupt_config_json_is_a_one_line_error(trained, tmp_path, capsys, co
     one_line_error(capsys, f"cannot read {workdir / 'config.json'}")
 
 
+@pytest.mark.slow
 def test_a_read_only_workdir_is_a_one_line_error(trained, tmp_path):
     """A real process without write permission on the workdir (for root: without the capability
     that overrides it); the files an earlier run left inside are still writable."""
