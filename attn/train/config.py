@@ -42,6 +42,7 @@ __all__ = [
     "from_json",
     "load_config",
     "save_json",
+    "set_value",
     "shorten_for_smoke",
     "validate",
 ]
@@ -161,7 +162,17 @@ FREE_FORM_SECTIONS = ("optim.kwargs", "optim.schedule_kwargs")
 
 
 def apply_override(config: ml_collections.ConfigDict, dotted_key: str, text: str) -> None:
-    """Set ``config.<dotted_key>`` from command-line text; unknown keys suggest the closest."""
+    """Set ``config.<dotted_key>`` from command-line text (a Python literal, or a bare word as a
+    string); unknown keys suggest the closest."""
+    try:
+        set_value(config, dotted_key, _parse_value(text))
+    except ValueError as error:
+        raise ValueError(f"--config.{dotted_key}={text}: {error}") from None
+
+
+def set_value(config: ml_collections.ConfigDict, dotted_key: str, value: Any) -> None:
+    """Set ``config.<dotted_key>`` to ``value``; unknown keys suggest the closest, and a value
+    of another type than the key's raises ``ValueError``."""
     *parents, leaf = dotted_key.split(".")
     node = config
     walked = []
@@ -179,12 +190,11 @@ def apply_override(config: ml_collections.ConfigDict, dotted_key: str, text: str
         walked.append(name)
         if name != leaf:
             node = node[name]
-    value = _parse_value(text)
     try:
         with node.unlocked():
             setattr(node, leaf, value)
     except TypeError as error:
-        raise ValueError(f"--config.{dotted_key}={text}: {error}") from None
+        raise ValueError(f"{dotted_key}: {error}") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,11 @@ BAD_CONFIGS = [
     (REVERSE, {"train.max_to_keep": 0}, r"train.max_to_keep: must be >= 1"),
     (REVERSE, {"train.log_every": -1}, r"train.log_every: must be >= 0"),
     (REVERSE, {"train.sample_tokens": 5}, r"train.sample_tokens=5: model 'encoder_classifier'"),
-    (REVERSE, {"train.seed": 1.5}, r"--config.train.seed=1.5: Could not override field 'seed'"),
+    (
+        REVERSE,
+        {"train.seed": 1.5},
+        r"--config.train.seed=1.5: train.seed: Could not override field 'seed'",
+    ),
     # optim
     (REVERSE, {"optim.learning_rate": -1e-3}, r"optim.learning_rate: must be > 0.0, got -0.001"),
     (REVERSE, {"optim.learning_rate": 0}, r"optim.learning_rate: must be > 0.0, got 0"),
@@ -101,7 +105,11 @@ BAD_CONFIGS = [
     ),
     (REVERSE, {"model.attention.positional": "alibo"}, r"positional: 'alibo' .*'alibi'"),
     (REVERSE, {"model.attention.dropout_rate": 1.5}, r"dropout_rate: must be in \[0.0, 1.0\)"),
-    (REVERSE, {"model.attention.qk_norm": "yes"}, r"model.attention.qk_norm=yes: Could not"),
+    (
+        REVERSE,
+        {"model.attention.qk_norm": "yes"},
+        r"qk_norm=yes: model.attention.qk_norm: Could not",
+    ),
     # model
     (REVERSE, {"model.name": "transformr"}, r"model.name: unknown model 'transformr'"),
     (REVERSE, {"model.name": "decoder_lm"}, r"model.pool: unknown key"),
@@ -123,7 +131,11 @@ BAD_CONFIGS = [
     (MQAR, {"model.name": "encoder_decoder"}, r"'encoder_decoder' does not handle dataset 'mqar'"),
     (REVERSE, {"data.lenght": 5}, r"data has no 'lenght'; did you mean 'data.length'"),
     (REVERSE, {"data.batch_size": 0}, r"data.batch_size must be a positive int"),
-    (REVERSE, {"data.length": "long"}, r"--config.data.length=long: Could not override"),
+    (
+        REVERSE,
+        {"data.length": "long"},
+        r"--config.data.length=long: data.length: Could not override",
+    ),
     (REVERSE, {"data.length": 0}, r"data.length must be a positive int"),
     (REVERSE, {"data.num_train": 0}, r"data.num_train must be a positive int"),
     (REVERSE, {"data.num_symbols": 300}, r"num_symbols must be in \[1, 253\], got 300"),
