@@ -29,3 +29,16 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(dispatch, "KV_TILE", 4)
     monkeypatch.setattr(dispatch, "PALLAS_TILE", 4)
 
+
+@pytest.fixture(scope="session")
+def tokamax():
+    """tokamax (the ``bench`` extra), with its absl flags marked parsed: it would otherwise
+    parse pytest's own command line on first use."""
+    module = pytest.importorskip(
+        "tokamax", reason="tokamax is not installed (pip install -e '.[bench]')"
+    )
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    return module
