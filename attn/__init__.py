@@ -8,13 +8,14 @@
 import importlib
 from types import ModuleType
 
-from attn import catalog, kernels, masks, positional, scores, variants, weighting
+from attn import catalog, compat, kernels, masks, positional, scores, variants, weighting
 from attn.attend import attend
 from attn.merge import merge
 
 __all__ = [
     "attend",
     "catalog",
+    "compat",
     "data",
     "kernels",
     "masks",

@@ -17,3 +17,28 @@ def _quick_jit(fn):
 @pytest.fixture(scope="session")
 def quick_jit():
     return _quick_jit
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """4 x 4 tiles for attend's tiled kernels: with lengths such as 11 and 13, full, partial,
+    skipped and padded tiles all occur."""
+    from attn.kernels import dispatch
+
+    monkeypatch.setattr(dispatch, "Q_TILE", 4)
+    monkeypatch.setattr(dispatch, "KV_TILE", 4)
+    monkeypatch.setattr(dispatch, "PALLAS_TILE", 4)
+
+
+@pytest.fixture(scope="session")
+def tokamax():
+    """tokamax (the ``bench`` extra), with its absl flags marked parsed: it would otherwise
+    parse pytest's own command line on first use."""
+    module = pytest.importorskip(
+        "tokamax", reason="tokamax is not installed (pip install -e '.[bench]')"
+    )
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    return module

@@ -286,7 +286,23 @@ def test_no_nan_and_masked_rows_zero(t, s, num_kv_heads, dtype, seed, large):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"q": np.zeros((2, 3, 4))}, ValueError, "q must have rank 4"),
+        ({"q": np.zeros((2, 3, 4))}, ValueError, "same leading batch axes"),
+        ({"q": np.zeros((3, 4))}, ValueError, r"q must be an array \[\.\.\., T, N, H\]"),
+        ({"scale": 0.5, "score": "cosine"}, ValueError, "scale=0.5 is the logit scale"),
+        ({"scale": 0.5, "score": "dot"}, ValueError, "score dot sets its own scaling"),
+        ({"logits_dtype": jnp.bfloat16}, ValueError, "logits_dtype must be float32 or float64"),
+        ({"logits_soft_cap": -1.0}, ValueError, "logits_soft_cap must be a positive"),
+        (
+            {"precision": "highest", "score": lambda q, k: attn.scores.dot(q, k)},
+            ValueError,
+            "precision='highest' applies to the dot products",
+        ),
+        ({"dropout_rate": np.float32(1.5), "rng": jax.random.key(0)}, ValueError, "in \\[0, 1\\)"),
+        (
+            {"bias": np.zeros((3, B, N, T, S), np.float32)},
+            ValueError,
+            "has more axes than",
+        ),
         ({"v": np.zeros((B, S + 1, N, H), np.float32)}, ValueError, r"k and v must agree"),
         ({"v": np.zeros((B, S, N, H), np.int32)}, TypeError, "v must be a float"),
         ({"k": np.zeros((B, S, 3, H), np.float32)}, ValueError, "multiple of key heads"),
@@ -404,3 +420,140 @@ def test_non_finite_inputs_at_hidden_positions_do_not_leak(name, implementation)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         assert np.isfinite(a).all()
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- parity arguments
+
+
+@pytest.mark.parametrize("implementation", ["dense", "chunked"])
+def test_inputs_without_a_batch_axis_match_jax_nn(implementation):
+    q, k, v = (x[0] for x in make_qkv(2))
+    bias = np.random.default_rng(3).standard_normal((N, T, S)).astype(np.float32)
+    mask = np.random.default_rng(4).random((1, T, S)) > 0.3
+    mask[..., 0] = True  # every row sees a key (jax.nn averages empty rows)
+    out, weights, lse = attn.attend(
+        q,
+        k,
+        v,
+        bias=bias,
+        mask=mask,
+        implementation="dense",
+        return_weights=True,
+        return_lse=True,
+    )
+    assert out.shape == (T, N, H) and weights.shape == (N, T, S) and lse.shape == (N, T)
+    want = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation="xla")
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    got = attn.attend(q, k, v, bias=bias, mask=mask, implementation=implementation)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", ["dense", "chunked"])
+def test_several_batch_axes_equal_one_call_per_example(implementation):
+    """q [2, 3, T, N, H]: mask and bias arrays broadcast over the leading axes, a Mask's b is
+    the flattened (row-major) example index, and a bias gets its own gradient shape."""
+    generator = np.random.default_rng(5)
+    lead = (2, 3)
+    q = generator.standard_normal((*lead, T, N, H)).astype(np.float32)
+    k = generator.standard_normal((*lead, S, 2, H)).astype(np.float32)
+    v = generator.standard_normal((*lead, S, 2, H)).astype(np.float32)
+    bias = generator.standard_normal((2, 1, N, T, S)).astype(np.float32)  # per first axis
+    mask = generator.random((1, 3, 1, T, S)) > 0.3  # per second axis
+    lengths = np.arange(6) + 3  # example (i, j) is number i * 3 + j
+
+    def loss(bias):
+        out = attn.attend(q, k, v, bias=bias, mask=mask, implementation=implementation)
+        return jnp.sum(out**2), out
+
+    (_, got), grad = jax.value_and_grad(loss, has_aux=True)(bias)
+    padded = attn.attend(q, k, v, mask=masks.padding(kv_lengths=lengths), implementation="dense")
+    assert got.shape == (*lead, T, N, H)
+    for i, j in np.ndindex(*lead):
+        one = (q[i, j][None], k[i, j][None], v[i, j][None])
+        want = attn.attend(*one, bias=bias[i], mask=mask[0, j][None])[0]
+        np.testing.assert_allclose(got[i, j], want, rtol=1e-5, atol=1e-5)
+        want = attn.attend(*one, mask=masks.padding(kv_lengths=lengths[i * 3 + j, None]))[0]
+        np.testing.assert_allclose(padded[i, j], want, rtol=1e-5, atol=1e-5)
+    want_grad = jax.grad(
+        lambda b: jnp.sum(attn.attend(q, k, v, bias=b, mask=mask, implementation="dense") ** 2)
+    )(bias)
+    assert grad.shape == bias.shape
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-5)
+    _, weights, lse = attn.attend(q, k, v, return_weights=True, return_lse=True)
+    assert weights.shape == (*lead, N, T, S) and lse.shape == (*lead, N, T)
+
+
+def test_scale_is_jax_nn_scale():
+    q, k, v = make_qkv(2)
+    got = attn.attend(q, k, v, scale=0.3)
+    want = jax.nn.dot_product_attention(q, k, v, scale=0.3, implementation="xla")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    by_score = attn.attend(q, k, v, score=functools.partial(attn.scores.scaled_dot, scale=0.3))
+    np.testing.assert_array_equal(got, by_score)
+    traced = jax.jit(lambda scale: attn.attend(q, k, v, scale=scale))(0.3)
+    np.testing.assert_allclose(traced, got, rtol=1e-6, atol=1e-6)
+
+
+def test_logits_soft_cap_is_tanh_after_the_bias():
+    """cap * tanh((q . k / sqrt(H) + bias) / cap), then the mask and softmax (tokamax's order)."""
+    q, k, v = make_qkv()
+    bias = np.random.default_rng(6).standard_normal((1, N, T, S)).astype(np.float32) * 3
+    mask = np.asarray(masks.causal(S - T).dense((B, N, T, S)))
+    logits = np.asarray(attn.scores.scaled_dot(q, k), np.float64) + bias
+    capped = 2.0 * np.tanh(logits / 2.0)
+    weights = np.where(mask, np.exp(capped - capped.max(-1, keepdims=True)), 0)
+    weights = weights / weights.sum(-1, keepdims=True)
+    want = np.einsum("bnts,bsnh->btnh", weights, v)
+    got = attn.attend(q, k, v, bias=bias, mask=mask, logits_soft_cap=2.0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # A -inf bias is capped like any value (to -cap), as in tokamax: hide keys with a mask.
+    hidden = np.where(mask, 0.0, -np.inf).astype(np.float32)
+    assert np.abs(attn.attend(q, k, v, bias=hidden, logits_soft_cap=2.0) - got).max() > 1e-3
+
+
+def test_logits_dtype_and_precision():
+    q, k, v = make_qkv(2)
+    np.testing.assert_array_equal(
+        attn.attend(q, k, v, precision="highest"),
+        attn.attend(q, k, v, precision=jax.lax.Precision.HIGHEST),
+    )
+    with jax.enable_x64():
+        wide = attn.attend(q, k, v, logits_dtype=jnp.float64, return_weights=True)
+        assert wide[0].dtype == jnp.float32 and wide[1].dtype == jnp.float64
+        want = numpy_attention(q, k, v)[0]
+        np.testing.assert_allclose(wide[0], want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="needs 64-bit jax"):
+        attn.attend(q, k, v, logits_dtype=jnp.float64)
+
+
+def test_dropout_rate_may_be_an_array_and_vmapped():
+    """A vmapped rate (a sweep's trials) gives each rate's own result, 0 included."""
+    q, k, v = make_qkv()
+    rng = jax.random.key(1)
+    rates = jnp.array([0.0, 0.25, 0.5])
+    stacked = jax.jit(jax.vmap(lambda r: attn.attend(q, k, v, dropout_rate=r, rng=rng)))(rates)
+    for rate, got in zip([0.0, 0.25, 0.5], stacked, strict=True):
+        np.testing.assert_allclose(
+            got, attn.attend(q, k, v, dropout_rate=rate, rng=rng), rtol=1e-6, atol=1e-6
+        )
+    with pytest.raises(ValueError, match="a traced rate needs one even when it is 0"):
+        jax.jit(lambda r: attn.attend(q, k, v, dropout_rate=r))(0.0)
+    with pytest.raises(ValueError, match="cannot apply dropout"):
+        jax.jit(lambda r: attn.attend(q, k, v, dropout_rate=r, rng=rng, implementation="chunked"))(
+            0.0
+        )
+
+
+def test_broadcast_dropout_shares_one_mask():
+    q, k, v = make_qkv()
+    rng = jax.random.key(2)
+    _, weights = attn.attend(q, k, v, return_weights=True)
+    identity = np.broadcast_to(np.eye(S, dtype=np.float32)[:, None], (B, S, N, S))
+    # v = identity rows: the output is the dropped weights themselves, [B, T, N, S].
+    dropped = attn.attend(
+        q, k, identity, dropout_rate=0.5, rng=rng, broadcast_dropout=True
+    ).transpose(0, 2, 1, 3)
+    kept = np.asarray(dropped) != 0
+    np.testing.assert_array_equal(kept, np.broadcast_to(kept[:1, :1], kept.shape))
+    np.testing.assert_allclose(np.where(kept, np.asarray(weights) * 2, 0), dropped, rtol=1e-5)
+    assert 0.3 < kept.mean() < 0.7

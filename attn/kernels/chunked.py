@@ -1,8 +1,9 @@
 """Chunked (flash-style) attention in pure JAX: validation, tile planning and layout around the
 kernel of :mod:`attn.kernels.flash`.
 
-Logits here are plain ``q . k + bias``: scaling, temperature and normalised (cosine) scores are
-folded into q and k by the caller (:mod:`attn.kernels.fold`), where autodiff handles them.
+Logits here are plain ``q . k + bias`` (optionally soft-capped): scaling, temperature and
+normalised (cosine) scores are folded into q and k by the caller (:mod:`attn.kernels.fold`),
+where autodiff handles them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from attn import masks
-from attn.kernels import flash, fold, online, rules
+from attn.kernels import bias_tiles, flash, fold, online, rules
 from attn.kernels.tiling import plan_tiles
 
 __all__ = ["chunked_attention", "tiled_attention"]
@@ -47,14 +48,16 @@ def chunked_attention(
     v: Array,
     *,
     mask: masks.Mask | Array | None = None,
-    bias: rules.Rule | None = None,
+    bias: rules.Rule | Array | None = None,
     weighting: str = "softmax",
     weighting_param: Any = None,
+    logits_soft_cap: float | None = None,
+    precision: Any = None,
     q_tile: int = 512,
     kv_tile: int = 256,
     return_lse: bool = False,
 ) -> Array | tuple[Array, Array]:
-    """Attention with logits ``q . k + bias(b, h, i, j)``, computed tile by tile.
+    """Attention with logits ``q . k + bias``, computed tile by tile.
 
     No ``[T, S]`` array is built in the forward or backward pass (custom VJP recomputing tiles),
     and tile pairs that a static mask leaves empty are skipped. :func:`attn.attend` with
@@ -66,11 +69,16 @@ def chunked_attention(
       v: values ``[B, S, K, Hv]``.
       mask: an :class:`attn.masks.Mask` or boolean array broadcastable to ``[B, N, T, S]``.
       bias: an elementwise rule ``(b, h, q_idx, kv_idx) -> float`` evaluated per tile (e.g.
-        :func:`attn.positional.alibi_rule`); the float arrays of a pytree rule get gradients.
+        :func:`attn.positional.alibi_rule`; the float arrays of a pytree rule get gradients), or
+        a float array broadcastable to ``[B, N, T, S]``, sliced per tile and never copied
+        (:mod:`attn.kernels.bias_tiles`; its gradient has its own shape).
       weighting: ``"softmax"``, ``"sigmoid"``, ``"relu"`` or ``"squared_relu"``.
       weighting_param: per query row, a scalar, per-head ``[N]`` or broadcastable to
         ``[B, N, T, 1]``: softmax's sink logit (``None``: no sink), sigmoid's bias (``None``:
         ``-log S``), the ReLU scale (``None``: ``1 / S``). Differentiable.
+      logits_soft_cap: a positive number ``cap``: logits become ``cap * tanh(logits / cap)``
+        (after the bias, before the mask and weighting), forward and backward.
+      precision: ``jax.lax.Precision`` (or its string) of every matmul, as in ``jnp.einsum``.
       q_tile, kv_tile: tile sizes (clipped to T and S; other lengths are padded internally).
       return_lse: also return the log-sum-exp of each row ``[B, N, T]`` (softmax only).
 
@@ -86,6 +94,8 @@ def chunked_attention(
         bias=bias,
         weighting=weighting,
         weighting_param=weighting_param,
+        logits_soft_cap=logits_soft_cap,
+        precision=precision,
         q_tile=q_tile,
         kv_tile=kv_tile,
         return_lse=return_lse,
@@ -99,9 +109,11 @@ def tiled_attention(
     v: Array,
     *,
     mask: masks.Mask | Array | None,
-    bias: rules.Rule | None,
+    bias: rules.Rule | Array | None,
     weighting: str,
     weighting_param: Any,
+    logits_soft_cap: float | None,
+    precision: Any,
     q_tile: int,
     kv_tile: int,
     return_lse: bool,
@@ -130,12 +142,11 @@ def tiled_attention(
         # No tiles: no queries, or no keys for any query (output 0, lse -inf), as in dense.
         out = jnp.zeros((B, T, N, v.shape[-1]), v.dtype)
         return (out, jnp.full((B, N, T), -jnp.inf, jnp.float32)) if return_lse else out
+    bias_values = None
     if bias is not None and not callable(bias):
-        raise TypeError(
-            "chunked_attention: bias must be an elementwise rule (b, h, q_idx, kv_idx) -> float, "
-            f"such as attn.positional.alibi_rule(...), got {type(bias).__name__}; a dense bias "
-            "array needs implementation='dense'"
-        )
+        bias_values, bias = bias_tiles.check(bias, shape), None
+        bias_values = bias_values.reshape((1,) * (4 - bias_values.ndim) + bias_values.shape)
+    cap = check_soft_cap(logits_soft_cap)
     if bias is not None and not rules.is_traceable(lambda r: r, bias, shape):
         raise ValueError(
             "chunked_attention: the bias rule must run on traced indices (write it with jnp "
@@ -158,12 +169,30 @@ def tiled_attention(
     # As jax arrays: a NumPy leaf cannot be indexed by the kernel's traced tile indices.
     mask_arrays = [jnp.asarray(a) for a in mask_arrays]
     bias_arrays = [jnp.asarray(a) for a in bias_arrays]
-    st = flash.Static(plan, kind, (B, N, K), S, mask_rebuild, bias_rebuild)
-    out, lse = kernel(st, q_rows, k_bk, v_bk, mask_arrays, bias_arrays, param_rows, visit)
+    st = flash.Static(plan, kind, (B, N, K), S, mask_rebuild, bias_rebuild, cap, precision)
+    out, lse = kernel(
+        st, q_rows, k_bk, v_bk, mask_arrays, bias_arrays, bias_values, param_rows, visit
+    )
     out = _unrows(out, B, T, N, K).astype(v.dtype)
     if return_lse:
         return out, online.api_lse(_unrows(lse[..., None], B, T, N, K)[..., 0].transpose(0, 2, 1))
     return out
+
+
+def check_soft_cap(cap: Any) -> float | None:
+    """``cap`` as a positive Python float (``None`` stays ``None``); a traced value is refused,
+    because the kernels build the cap into their program."""
+    if cap is None:
+        return None
+    try:
+        value = float(cap)
+    except (TypeError, jax.errors.ConcretizationTypeError) as error:
+        raise TypeError(
+            f"logits_soft_cap must be a positive number known at trace time, got {cap!r}"
+        ) from error
+    if not value > 0:
+        raise ValueError(f"logits_soft_cap must be > 0, got {cap!r}")
+    return value
 
 
 def _pad(x: Array, length: int) -> Array:

@@ -26,17 +26,20 @@ __all__ = ["attention", "log_normalizer_for", "logits", "softmax", "weighted_sum
 Array = jax.Array
 
 
-def logits(q: Array, k: Array) -> Array:
-    """``q . k``: float32 (or wider) ``[B, N, T, S]`` for q ``[B, T, N, H]``, k ``[B, S, K, H]``."""
+def logits(q: Array, k: Array, *, dtype: Any = jnp.float32, precision: Any = None) -> Array:
+    """``q . k``: ``[B, N, T, S]`` for q ``[B, T, N, H]``, k ``[B, S, K, H]``, accumulated in
+    ``dtype`` or wider (float64 inputs stay float64), with the matmul's ``precision``."""
     B, T, N, H = q.shape
     _, S, K, _ = k.shape
     q_bkgth = q.reshape(B, T, K, N // K, H).transpose(0, 2, 3, 1, 4)
-    dtype = jnp.result_type(q.dtype, k.dtype, jnp.float32)
-    out = jnp.einsum("bkgth,bskh->bkgts", q_bkgth, k, preferred_element_type=dtype)
+    dtype = jnp.result_type(q.dtype, k.dtype, dtype)
+    out = jnp.einsum(
+        "bkgth,bskh->bkgts", q_bkgth, k, precision=precision, preferred_element_type=dtype
+    )
     return out.reshape(B, N, T, S)
 
 
-def weighted_sum(weights: Array, v: Array) -> Array:
+def weighted_sum(weights: Array, v: Array, *, precision: Any = None) -> Array:
     """``weights [B, N, T, S]`` applied to ``v [B, S, K, Hv]``: ``[B, T, N, Hv]`` in v's dtype."""
     B, N, T, S = weights.shape
     K, Hv = v.shape[2], v.shape[3]
@@ -45,6 +48,7 @@ def weighted_sum(weights: Array, v: Array) -> Array:
         "bkgts,bskh->bkgth",
         weights.reshape(B, K, N // K, T, S).astype(dtype),
         v,
+        precision=precision,
         preferred_element_type=dtype,
     )
     return out.transpose(0, 3, 1, 2, 4).reshape(B, T, N, Hv).astype(v.dtype)
@@ -121,9 +125,13 @@ def log_normalizer_for(weighting_fn: Callable[..., Array]) -> Callable[..., Arra
     )
 
 
-def _dropout(weights: Array, rate: float, rng: Array) -> Array:
-    keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
-    return jnp.where(keep, weights / (1.0 - rate), 0.0)
+def _dropout(weights: Array, rate: Any, rng: Array, *, broadcast: bool) -> Array:
+    """Inverted dropout of the weights; ``rate`` may be a traced scalar. ``broadcast``: one
+    ``[T, S]`` mask for every example and head (flax's ``broadcast_dropout``)."""
+    keep_prob = 1.0 - jnp.asarray(rate, weights.dtype)
+    shape = (1, 1, *weights.shape[2:]) if broadcast else weights.shape
+    keep = jax.random.bernoulli(rng, keep_prob, shape)
+    return jnp.where(keep, weights / keep_prob, 0.0)
 
 
 def attention(request: Request) -> Array | tuple[Array, ...]:
@@ -135,18 +143,23 @@ def attention(request: Request) -> Array | tuple[Array, ...]:
     shape = request.shape
     folded = fold.fold_score(request.score, request.q, request.k)
     if folded is not None:
-        logits_bnts = logits(*folded)
+        logits_bnts = logits(*folded, dtype=request.logits_dtype, precision=request.precision)
     else:
         logits_bnts = request.score(request.q, request.k)
         if logits_bnts.shape != shape:
             raise ValueError(
                 f"score {request.score!r} returned {logits_bnts.shape}, expected {shape}"
             )
+        logits_bnts = logits_bnts.astype(jnp.result_type(logits_bnts, request.logits_dtype))
     bias_bnts = request.bias
     if request.bias_is_rule:
         bias_bnts = rules.dense_values(request.bias, shape)
     if bias_bnts is not None:
         logits_bnts = logits_bnts + bias_bnts
+    cap = request.logits_soft_cap
+    if cap is not None:
+        # After the bias (as tokamax and Gemma 2), so a -inf bias becomes -cap: mask instead.
+        logits_bnts = cap * jnp.tanh(logits_bnts / cap)
     mask_bnts = masks.as_array(request.mask, shape)
 
     recognized = fold.recognize_weighting(request.weighting)
@@ -156,7 +169,7 @@ def attention(request: Request) -> Array | tuple[Array, ...]:
         # can (a test on the logits doubles the backward pass's time on XLA:CPU).
         visible = mask_bnts
         source = logits_bnts if folded is None else bias_bnts
-        if source is not None:
+        if source is not None and cap is None:  # capped logits are finite
             finite = source != -jnp.inf
             visible = finite if visible is None else visible & finite
         sink = None
@@ -171,9 +184,11 @@ def attention(request: Request) -> Array | tuple[Array, ...]:
     else:
         weights_bnts = request.weighting(logits_bnts, mask_bnts)
     returned_weights = weights_bnts
-    if request.dropout_rate > 0.0:
-        weights_bnts = _dropout(weights_bnts, request.dropout_rate, request.rng)
-    out = weighted_sum(weights_bnts, request.v)
+    if request.dropout_active:
+        weights_bnts = _dropout(
+            weights_bnts, request.dropout_rate, request.rng, broadcast=request.broadcast_dropout
+        )
+    out = weighted_sum(weights_bnts, request.v, precision=request.precision)
 
     extras: list[Any] = []
     if request.return_weights:

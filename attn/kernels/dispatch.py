@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from attn.kernels import dense, fold, jax_nn
 from attn.kernels.chunked import chunked_attention
 from attn.kernels.pallas import pallas_attention
-from attn.kernels.request import Request
+from attn.kernels.request import Request, concrete
 
 __all__ = ["IMPLEMENTATIONS", "NAMES", "Implementation", "choose", "run"]
 
@@ -48,7 +48,7 @@ class Implementation:
 
 def _tiled_unsupported(request: Request) -> str | None:
     """Why the tiled kernels (chunked, Pallas) cannot run ``request``."""
-    if request.dropout_rate > 0:
+    if request.dropout_active:
         return "apply dropout (use implementation='dense')"
     if request.return_weights:
         return "return weights: it never builds them (use implementation='dense')"
@@ -62,12 +62,29 @@ def _tiled_unsupported(request: Request) -> str | None:
             f"apply weighting {fold.describe(request.weighting)} (it runs softmax, "
             "softmax_with_sink, sigmoid, relu and squared_relu; use implementation='dense')"
         )
-    if request.bias is not None and not request.bias_is_rule:
+    if jnp.dtype(request.logits_dtype) != jnp.float32:
         return (
-            "take a dense bias array: pass an elementwise rule (b, h, q_idx, kv_idx) -> float "
-            "such as attn.positional.alibi_rule(...), or use implementation='dense'"
+            f"compute logits in {jnp.dtype(request.logits_dtype).name} (its tiles accumulate in "
+            "float32; use implementation='dense')"
         )
+    cap = request.logits_soft_cap
+    if cap is not None:
+        if concrete(cap) is None:
+            return "take a traced logits_soft_cap (it builds the cap into the kernel)"
+        softmax = fold.recognize_weighting(request.weighting).kind == "softmax"
+        if softmax and _temperature(request) is None:
+            return (
+                "combine logits_soft_cap with a softmax temperature that is an array (it folds "
+                "the temperature into a constant cap; use implementation='dense')"
+            )
     return None
+
+
+def _temperature(request: Request) -> float | None:
+    """A recognised softmax's temperature as a Python float (``None`` unless it is one number
+    known at trace time)."""
+    value = concrete(fold.recognize_weighting(request.weighting).temperature)
+    return float(value) if value is not None and value.size == 1 else None
 
 
 @functools.partial(
@@ -87,16 +104,21 @@ class _Tempered:
 def _run_tiled(implementation: str, request: Request) -> Result:
     """``request`` through :func:`attn.kernels.chunked_attention` (tiles ``Q_TILE`` x
     ``KV_TILE``) or :func:`attn.kernels.pallas_attention` (``PALLAS_TILE``): the score is folded
-    into q and k, a softmax temperature into q and the bias rule."""
+    into q and k, a softmax temperature into q, the bias and the soft cap."""
     q, k = fold.fold_score(request.score, request.q, request.k)
     weighting = fold.recognize_weighting(request.weighting)
-    bias = request.bias
+    bias, cap = request.bias, request.logits_soft_cap
     if weighting.kind == "softmax":
         inverse = fold.inverse_temperature(weighting.temperature, request.shape)
         if inverse is not None:
             q = (q * inverse.transpose(0, 2, 1, 3)).astype(q.dtype)  # [B, T, N, 1] rows
-            if bias is not None:
+            if request.bias_is_rule:
                 bias = _Tempered(bias, jnp.broadcast_to(inverse[..., 0], request.shape[:3]))
+            elif bias is not None:
+                bias = bias * inverse.astype(bias.dtype)  # one copy, rare: temperature != 1
+            if cap is not None:
+                # cap * tanh(x / cap) / t == (cap / t) * tanh((x / t) / (cap / t))
+                cap = float(cap) / _temperature(request)
     # Tile sizes are read here, at call time, so that tests can shrink them.
     if implementation == "pallas":
         fn = functools.partial(pallas_attention, q_tile=PALLAS_TILE, kv_tile=PALLAS_TILE)
@@ -110,6 +132,8 @@ def _run_tiled(implementation: str, request: Request) -> Result:
         bias=bias,
         weighting=weighting.kind,
         weighting_param=weighting.param,
+        logits_soft_cap=cap,
+        precision=request.precision,
         return_lse=request.return_lse,
     )
 

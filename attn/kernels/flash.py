@@ -4,8 +4,10 @@ The forward pass walks the visited (query tile, key tile) pairs of a :class:`Til
 ``lax.scan``, keeping per query row only a running state (for softmax: maximum and total); the
 backward pass recomputes each tile's logits from q, k and the saved log-sum-exp (FlashAttention-2's
 scheme), so neither pass holds a ``[T, S]`` array. Masks and score biases are evaluated per tile
-from their elementwise rules. Inputs come in the kernel's layout (see :class:`Static`);
-:func:`attn.kernels.chunked_attention` is the user-facing entry point.
+from their elementwise rules, bias arrays sliced per tile (:mod:`attn.kernels.bias_tiles`).
+A tile's logits are ``q . k + bias``, soft-capped as ``cap * tanh(logits / cap)`` when asked.
+Inputs come in the kernel's layout (see :class:`Static`); :func:`attn.kernels.chunked_attention`
+is the user-facing entry point.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from attn.kernels import rules
+from attn.kernels import bias_tiles, rules
 from attn.kernels.tiling import TilePlan
 
 __all__ = ["Static", "kernel", "with_backward"]
@@ -34,7 +36,8 @@ class Static:
     Array layout, chosen so every tile operation is a plain 3-D array op (XLA:CPU copies tiles
     whose shapes have size-1 axes in differing places): q ``[B * K, T * G, H]`` with row
     ``t * G + g`` for query t, head ``k * G + g``; k ``[B * K, S, H]``; v ``[B * K, S, Hv]``;
-    per-row values ``[B * K, T * G]``; lengths padded to whole tiles.
+    per-row values ``[B * K, T * G]``; lengths padded to whole tiles. A bias array keeps its
+    own shape ``[B | 1, N | 1, T | 1, S | 1]`` (unpadded).
     """
 
     plan: TilePlan
@@ -43,6 +46,8 @@ class Static:
     kv_len: int  # keys at or past this index are padding
     mask: rules.Rebuild | None
     bias: rules.Rebuild | None
+    soft_cap: float | None = None  # logits -> cap * tanh(logits / cap)
+    precision: Any = None  # of every matmul (lax.Precision, a string or None)
 
     @property
     def rows(self) -> int:
@@ -70,13 +75,29 @@ class _Tiles:
         self.st = st
         self.mask = None if st.mask is None else st.mask(mask_arrays)
 
+    def _starts(self, i: Array, j: Array) -> tuple[Array, Array]:
+        return i * self.st.plan.q_tile, j * self.st.plan.kv_tile
+
     def _values(self, rule: rules.Rule, i: Array, j: Array) -> Array:
         plan = self.st.plan
-        q0, kv0 = i * plan.q_tile, j * plan.kv_tile
+        q0, kv0 = self._starts(i, j)
         return rules.tile_values(rule, *self.st.dims, q0, plan.q_tile, kv0, plan.kv_tile)
 
     def bias(self, bias_arrays: list[Array], i: Array, j: Array) -> Array:
         return self._values(self.st.bias(bias_arrays), i, j).astype(jnp.float32)
+
+    def window(self, bias_values: Array, i: Array, j: Array) -> bias_tiles.Window:
+        """Where tile ``(i, j)`` sits in the bias array ``bias_values``."""
+        q0, kv0 = self._starts(i, j)
+        return bias_tiles.window(
+            bias_values.shape, q0, self.st.plan.q_tile, kv0, self.st.plan.kv_tile
+        )
+
+    def arranged(self, piece: Array, where: bias_tiles.Window) -> Array:
+        """A bias window from :func:`attn.kernels.bias_tiles.read` in the tile's layout."""
+        B, N, K = self.st.dims
+        piece = bias_tiles.arrange(piece, where).astype(jnp.float32)
+        return rules.kernel_layout(piece, B, N, K, self.st.plan.q_tile, self.st.plan.kv_tile)
 
     def visible(self, i: Array, j: Array) -> Array:
         """Bool broadcastable to the tile ``[B * K, rows, kv_tile]``, rank 3."""
@@ -86,9 +107,23 @@ class _Tiles:
             visible = visible & self._values(self.mask.rule, i, j)
         return visible
 
-    @staticmethod
-    def scores(q_i: Array, k_j: Array) -> Array:
-        return jnp.einsum("brh,bsh->brs", q_i, k_j, preferred_element_type=jnp.float32)
+    def scores(self, q_i: Array, k_j: Array) -> Array:
+        return jnp.einsum(
+            "brh,bsh->brs",
+            q_i,
+            k_j,
+            precision=self.st.precision,
+            preferred_element_type=jnp.float32,
+        )
+
+
+def soft_cap(x: Array, cap: float | None) -> tuple[Array, Array | None]:
+    """``cap * tanh(x / cap)`` and its slope ``1 - tanh(x / cap) ** 2`` (``x`` and ``None``
+    without a cap)."""
+    if cap is None:
+        return x, None
+    tanh = jnp.tanh(x / cap)
+    return cap * tanh, 1.0 - tanh * tanh
 
 
 def _scan_pairs(step: Any, carry: Any, plan: TilePlan, *, kv_major: bool) -> Any:
@@ -107,6 +142,7 @@ def _forward(
     v: Array,
     mask_arrays: list[Array],
     bias_arrays: list[Array],
+    bias_values: Array | None,
     param: Array | None,
     visit: Array | None,
 ) -> tuple[Array, Array | None]:
@@ -127,6 +163,10 @@ def _forward(
             x = tiles.scores(_slice(q, r0, rows), _slice(k, j0, tk))
             if st.bias is not None:
                 x = x + tiles.bias(bias_arrays, i, j)
+            if bias_values is not None:
+                where = tiles.window(bias_values, i, j)
+                x = x + tiles.arranged(bias_tiles.read(bias_values, where), where)
+            x, _ = soft_cap(x, st.soft_cap)
             visible = tiles.visible(i, j) if partial else None
             return kind.accumulate(x, visible, state_i, acc_i, _slice(v, j0, tk), param_i)
 
@@ -151,7 +191,7 @@ def _backward(
     all five matmuls have operand layouts XLA:CPU runs at full speed (a matmul that contracts
     the first axis of its left operand runs about 3x slower). Transposing per tile rather than
     keeping a transposed copy of k saves an ``[S, H]`` buffer per key head at no cost in time."""
-    q, k, v, mask_arrays, bias_arrays, param, visit, out, lse = residuals
+    q, k, v, mask_arrays, bias_arrays, bias_values, param, visit, out, lse = residuals
     dout, dlse = cotangents
     kind, rows, tk = st.kind, st.rows, st.plan.kv_tile
     tiles = _Tiles(st, mask_arrays)
@@ -163,16 +203,20 @@ def _backward(
     def bias_t(float_arrays: list[Array], i: Array, j: Array) -> Array:
         given = iter(float_arrays)
         merged = [next(given) if f else a for a, f in zip(bias_arrays, learned, strict=True)]
-        # Full tile shape, so the pullback takes d logits as they are and sums what broadcast.
-        tile = jnp.broadcast_to(tiles.bias(merged, i, j), (q.shape[0], rows, tk))
-        return jnp.swapaxes(tile, 1, 2)
+        return full_t(tiles.bias(merged, i, j))
+
+    def full_t(tile: Array) -> Array:
+        # Full tile shape, so a pullback takes d logits as they are and sums what broadcast.
+        return jnp.swapaxes(jnp.broadcast_to(tile, (q.shape[0], rows, tk)), 1, 2)
 
     zeros = functools.partial(jnp.zeros, dtype=jnp.float32)
+    matmul = functools.partial(jnp.einsum, precision=st.precision)
     carry = {
         "dq_t": zeros((q.shape[0], q.shape[2], q.shape[1])),
         "dk": zeros(k.shape),
         "dv": zeros(v.shape),
         "dbias": [jnp.zeros_like(a) for a in floats],
+        "dbias_values": None if bias_values is None else zeros(bias_values.shape),
         "dparam": None if param is None or kind.has_lse else zeros(param.shape),
     }
     f32 = jnp.float32
@@ -184,21 +228,32 @@ def _backward(
         k_j, v_j = _slice(k, j0, tk).astype(f32), _slice(v, j0, tk).astype(f32)
         rows_i = jax.tree.map(lambda a: _slice(a, r0, rows), row_values)
         param_i = None if param is None else _slice(param, r0, rows)
+        where = None if bias_values is None else tiles.window(bias_values, i, j)
 
         def compute() -> dict[str, Any]:
-            x_t = jnp.einsum("bsh,brh->bsr", k_j, q_i)
-            pullback = None
+            x_t = matmul("bsh,brh->bsr", k_j, q_i)
+            pullback = values_pullback = None
             if st.bias is not None:
                 bias, pullback = jax.vjp(lambda fl: bias_t(fl, i, j), floats)
                 x_t = x_t + bias
+            if bias_values is not None:
+                piece = bias_tiles.read(bias_values, where)
+                bias, values_pullback = jax.vjp(
+                    lambda p: full_t(tiles.arranged(p, where)), piece.astype(f32)
+                )
+                x_t = x_t + bias
+            x_t, slope_t = soft_cap(x_t, st.soft_cap)
             visible = jnp.swapaxes(tiles.visible(i, j), 1, 2) if partial else None
-            dp_t = jnp.einsum("bsh,brh->bsr", v_j, dout_i)
+            dp_t = matmul("bsh,brh->bsr", v_j, dout_i)
             w_t, ds_t, dparam_i = kind.tile_grads(x_t, visible, rows_i, param_i, dp_t)
+            if slope_t is not None:
+                ds_t = ds_t * slope_t  # d logits before the cap
             return {
-                "dq_t": jnp.einsum("bhs,bsr->bhr", jnp.swapaxes(k_j, 1, 2), ds_t),
-                "dk": jnp.einsum("bsr,brh->bsh", ds_t, q_i),
-                "dv": jnp.einsum("bsr,brh->bsh", w_t, dout_i),
+                "dq_t": matmul("bhs,bsr->bhr", jnp.swapaxes(k_j, 1, 2), ds_t),
+                "dk": matmul("bsr,brh->bsh", ds_t, q_i),
+                "dv": matmul("bsr,brh->bsh", w_t, dout_i),
                 "dbias": [] if pullback is None else pullback(ds_t)[0],
+                "dbias_values": None if values_pullback is None else values_pullback(ds_t)[0],
                 "dparam": dparam_i,
             }
 
@@ -215,6 +270,9 @@ def _backward(
             "dk": _add(carry["dk"], grads["dk"], j0),
             "dv": _add(carry["dv"], grads["dv"], j0),
             "dbias": [a + g for a, g in zip(carry["dbias"], grads["dbias"], strict=True)],
+            "dbias_values": None
+            if where is None
+            else bias_tiles.add(carry["dbias_values"], grads["dbias_values"], where),
             "dparam": None
             if carry["dparam"] is None
             else _add(carry["dparam"], grads["dparam"], r0),
@@ -236,6 +294,7 @@ def _backward(
         carry["dv"].astype(v.dtype),
         None,
         dbias_arrays,
+        None if bias_values is None else carry["dbias_values"].astype(bias_values.dtype),
         dparam,
         None,
     )
@@ -246,7 +305,7 @@ Forward = Callable[..., tuple[Array, Array | None]]
 
 def with_backward(forward: Forward) -> Callable[..., tuple[Array, Array | None]]:
     """A custom-VJP kernel from a forward pass ``forward(st, q, k, v, mask_arrays, bias_arrays,
-    param, visit) -> (out, lse)`` on the kernel layout, differentiated by this module's
+    bias_values, param, visit) -> (out, lse)`` on the kernel layout, differentiated by this module's
     recomputing backward pass (which needs only the inputs, ``out`` and ``lse``)."""
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

@@ -63,10 +63,16 @@ def _unsupported_anywhere(request: Request) -> str | None:
             f"{fold.describe(request.weighting)} (needs dot or scaled_dot, a plain softmax and "
             "Python-number scale and temperature)"
         )
-    if request.dropout_rate > 0:
+    if request.dropout_active:
         return "apply dropout"
     if request.return_weights:
         return "return weights"
+    if request.logits_soft_cap is not None:
+        return "apply logits_soft_cap (jax.nn.dot_product_attention has no soft cap)"
+    if request.precision is not None:
+        return "take precision (jax.nn.dot_product_attention has no precision argument)"
+    if jnp.dtype(request.logits_dtype) != jnp.float32:
+        return f"compute logits in {jnp.dtype(request.logits_dtype).name} (it uses float32)"
     return None
 
 

@@ -4,9 +4,11 @@ weightings; differentiated by the chunked kernel's recomputing backward pass.
 One program per (example x key head, query tile) walks the key tiles its row band may see (from
 the static tile plan: the range between the first and last visited tile) with the same online
 weighting as the chunked kernel (:mod:`attn.kernels.online`), evaluating the mask and bias rules
-per tile. It targets GPUs (Triton); on other backends it runs in Pallas' interpreter, which is how
-the tests check it (slowly) on CPU. Rules that read arrays (segment ids, learned tables) gather
-inside the kernel: the interpreter runs them, a GPU compiler may refuse.
+per tile and reading a bias array's block (zero-padded to whole tiles first where a length is
+ragged: Pallas blocks cannot run past the end). It targets GPUs (Triton); on other backends it
+runs in Pallas' interpreter, which is how the tests check it (slowly) on CPU. Rules that read
+arrays (segment ids, learned tables) gather inside the kernel: the interpreter runs them, a GPU
+compiler may refuse.
 """
 
 from __future__ import annotations
@@ -43,6 +45,28 @@ def _whole(array: Array) -> pl.BlockSpec:
     return pl.BlockSpec(array.shape, lambda *_, rank=array.ndim: (0,) * rank)
 
 
+def _values_spec(bias_values: Array, plan: TilePlan, num_kv_heads: int) -> tuple[Array, Any]:
+    """A bias array ``[B | 1, N | 1, T | 1, S | 1]`` padded to whole tiles, and the block spec
+    that gives program ``(b * K + k, i)`` its example, the heads of key head k, query tile i
+    and every key (broadcast axes stay size 1)."""
+    Bb, Nb, Tb, Sb = bias_values.shape
+    Tp, Sp = plan.padded_lengths
+    pads = [(0, 0), (0, 0), (0, Tp - Tb if Tb > 1 else 0), (0, Sp - Sb if Sb > 1 else 0)]
+    padded = jnp.pad(bias_values, pads) if any(p for _, p in pads) else bias_values
+    heads = Nb // num_kv_heads if Nb > 1 else 1
+    block = (1, heads, plan.q_tile if Tb > 1 else 1, padded.shape[3])
+
+    def index(bk: Array, i: Array) -> tuple[Any, ...]:
+        return (
+            bk // num_kv_heads if Bb > 1 else 0,
+            bk % num_kv_heads if Nb > 1 else 0,
+            i if Tb > 1 else 0,
+            0,
+        )
+
+    return padded, pl.BlockSpec(block, index)
+
+
 def _forward(
     st: flash.Static,
     q: Array,
@@ -50,6 +74,7 @@ def _forward(
     v: Array,
     mask_arrays: list[Array],
     bias_arrays: list[Array],
+    bias_values: Array | None,
     param: Array | None,
     visit: Array | None,
     *,
@@ -68,18 +93,25 @@ def _forward(
     ]
     ranges = jnp.asarray(_kv_ranges(plan))
     rows_spec = pl.BlockSpec((1, rows), lambda bk, i: (bk, i))
+    values = []
+    if bias_values is not None:
+        padded, values_spec = _values_spec(bias_values, plan, K)
+        values = [padded]
     in_specs = [
         pl.BlockSpec((1, rows, H), lambda bk, i: (bk, i, 0)),
         pl.BlockSpec((1, k.shape[1], H), lambda bk, i: (bk, 0, 0)),
         pl.BlockSpec((1, v.shape[1], Hv), lambda bk, i: (bk, 0, 0)),
         _whole(ranges),
         *([] if param is None else [rows_spec]),
+        *([] if bias_values is None else [values_spec]),
         *(_whole(a) for a in extras),
     ]
 
     def body(q_ref, k_ref, v_ref, ranges_ref, *refs):
         param_ref = None if param is None else refs[0]
         refs = refs[(param is not None) :]
+        values_ref = refs[0] if values else None
+        refs = refs[len(values) :]
         extra_refs, out_refs = refs[: len(extras)], refs[len(extras) :]
         loaded = [ref[...].reshape(shape) for ref, shape in zip(extra_refs, shapes, strict=True)]
         mask = None if st.mask is None else st.mask(loaded[: len(mask_arrays)])
@@ -94,10 +126,15 @@ def _forward(
             state, acc = carry
             k_j = k_ref[0, pl.ds(j * tk, tk), :]
             v_j = v_ref[0, pl.ds(j * tk, tk), :]
-            x = jnp.dot(q_i, k_j.T, preferred_element_type=jnp.float32)
+            x = jnp.dot(q_i, k_j.T, precision=st.precision, preferred_element_type=jnp.float32)
             kv_where = {"kv_start": j * tk, "kv_tile": tk}
             if bias is not None:
                 x = x + tile(bias, **where, **kv_where).astype(jnp.float32)
+            if values_ref is not None:
+                keys = pl.ds(j * tk, tk) if values_ref.shape[3] > 1 else slice(None)
+                block = values_ref[:, :, :, keys]
+                x = x + rules.program_layout(block, N // K, tq, tk).astype(jnp.float32)
+            x, _ = flash.soft_cap(x, st.soft_cap)
             visible = (j * tk + jnp.arange(tk)) < st.kv_len
             if mask is not None:
                 visible = visible & tile(mask.rule, **where, **kv_where)
@@ -122,7 +159,7 @@ def _forward(
         in_specs=in_specs,
         out_specs=out_specs,
         interpret=interpret,
-    )(q, k, v, ranges, *([] if param is None else [param]), *extras)
+    )(q, k, v, ranges, *([] if param is None else [param]), *values, *extras)
     return results[0], (results[1] if kind.has_lse else None)
 
 
@@ -137,9 +174,11 @@ def pallas_attention(
     v: Array,
     *,
     mask: masks.Mask | Array | None = None,
-    bias: rules.Rule | None = None,
+    bias: rules.Rule | Array | None = None,
     weighting: str = "softmax",
     weighting_param: Any = None,
+    logits_soft_cap: float | None = None,
+    precision: Any = None,
     q_tile: int = 64,
     kv_tile: int = 64,
     return_lse: bool = False,
@@ -158,6 +197,8 @@ def pallas_attention(
         bias=bias,
         weighting=weighting,
         weighting_param=weighting_param,
+        logits_soft_cap=logits_soft_cap,
+        precision=precision,
         q_tile=q_tile,
         kv_tile=kv_tile,
         return_lse=return_lse,

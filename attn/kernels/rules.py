@@ -21,7 +21,9 @@ __all__ = [
     "Rebuild",
     "dense_values",
     "is_traceable",
+    "kernel_layout",
     "partition",
+    "program_layout",
     "program_tile_values",
     "tile_values",
 ]
@@ -57,9 +59,7 @@ def tile_values(
     kv_start: jax.Array,
     kv_tile: int,
 ) -> jax.Array:
-    """``rule`` on one tile, in the chunked kernel's layout ``[B * K, q_tile * G, kv_tile]``
-    (query head ``n = k * G + g``; row ``t * G + g`` of the tile is query ``q_start + t``), or
-    ``[1, q_tile * G, kv_tile]`` when the values depend on neither example nor head.
+    """``rule`` on one tile, in the chunked kernel's layout (see :func:`kernel_layout`).
 
     ``q_start`` and ``kv_start`` are the (traced) first indices of the tile.
     """
@@ -71,6 +71,15 @@ def tile_values(
             (kv_start + jnp.arange(kv_tile, dtype=jnp.int32)).reshape(1, 1, 1, kv_tile),
         )
     )
+    return kernel_layout(values, batch, num_heads, num_kv_heads, q_tile, kv_tile)
+
+
+def kernel_layout(
+    values: jax.Array, batch: int, num_heads: int, num_kv_heads: int, q_tile: int, kv_tile: int
+) -> jax.Array:
+    """A tile's values ``[B | 1, N | 1, q_tile | 1, kv_tile | 1]`` in the chunked kernel's
+    layout ``[B * K, q_tile * G, kv_tile]`` (query head ``n = k * G + g``; row ``t * G + g``),
+    or ``[1, q_tile * G, kv_tile]`` when they depend on neither example nor head."""
     G = num_heads // num_kv_heads
     if values.shape[:2] == (1, 1):
         # The same for every example and head (causal, windows): stay broadcastable over the
@@ -93,9 +102,8 @@ def program_tile_values(
     kv_start: jax.Array,
     kv_tile: int,
 ) -> jax.Array:
-    """``rule`` on one tile of one example and key head (a Pallas program's share):
-    ``[q_tile * G, kv_tile]`` with row ``t * G + g`` for query ``q_start + t``, head
-    ``kv_head * G + g``."""
+    """``rule`` on one tile of one example and key head (a Pallas program's share), in the
+    layout of :func:`program_layout`."""
     G = num_heads // num_kv_heads
     values = _rank4(
         rule(
@@ -105,10 +113,14 @@ def program_tile_values(
             (kv_start + jnp.arange(kv_tile, dtype=jnp.int32)).reshape(1, 1, 1, kv_tile),
         )
     )
-    heads = values.shape[1]
-    values = jnp.broadcast_to(values[0], (heads, q_tile, kv_tile))
-    values = jnp.broadcast_to(values, (G, q_tile, kv_tile)) if heads == 1 else values
-    return jnp.swapaxes(values, 0, 1).reshape(q_tile * G, kv_tile)
+    return program_layout(values, G, q_tile, kv_tile)
+
+
+def program_layout(values: jax.Array, group: int, q_tile: int, kv_tile: int) -> jax.Array:
+    """One program's tile values ``[1, G | 1, q_tile | 1, kv_tile | 1]`` (the ``G`` query heads
+    of one key head) as ``[q_tile * G, kv_tile]`` with row ``t * G + g``."""
+    values = jnp.broadcast_to(values[0], (group, q_tile, kv_tile))
+    return jnp.swapaxes(values, 0, 1).reshape(q_tile * group, kv_tile)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import attn
+from attn.nn.dropout import Dropout, maybe_active
 
 __all__ = ["Embedder"]
 
@@ -35,7 +36,7 @@ class Embedder(nnx.Module):
         *,
         positional: str,
         max_length: int,
-        dropout_rate: float = 0.0,
+        dropout_rate: float | Array = 0.0,
         dtype: Any = None,
         rngs: nnx.Rngs,
     ):
@@ -51,7 +52,7 @@ class Embedder(nnx.Module):
             )
         else:
             self.positions = nnx.data(None)
-        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs if dropout_rate > 0 else None)
+        self.dropout = Dropout(dropout_rate, rngs=rngs if maybe_active(dropout_rate) else None)
 
     def check_length(self, length: int) -> None:
         """Raise ``ValueError`` if a learned table has no row for position ``length - 1``."""

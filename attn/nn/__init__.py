@@ -1,6 +1,7 @@
 """Flax NNX modules that own parameters and call the pure functions of :mod:`attn`."""
 
 from attn.nn.attention import POSITIONALS, MultiHeadAttention
+from attn.nn.dropout import Dropout
 from attn.nn.rnn_attention import AdditiveAttention, BilinearAttention
 from attn.nn.transformer import MLP, TransformerBlock, TransformerDecoder, TransformerEncoder
 
@@ -9,6 +10,7 @@ __all__ = [
     "POSITIONALS",
     "AdditiveAttention",
     "BilinearAttention",
+    "Dropout",
     "MultiHeadAttention",
     "TransformerBlock",
     "TransformerDecoder",

@@ -18,10 +18,14 @@ from flax import nnx
 
 import attn
 from attn import masks
+from attn.batch_axes import BatchAxes
+from attn.kernels.request import concrete
+from attn.nn.dropout import Dropout, maybe_active
 
 __all__ = ["POSITIONALS", "MultiHeadAttention"]
 
 Array = jax.Array
+Initializer = Callable[..., Array]
 
 # Position schemes a model may name. "rope" acts on q and k, "alibi" and "t5" are bias rules
 # (_BIAS_SCHEMES); "sinusoidal" and "learned" are added to the inputs, outside attention.
@@ -30,21 +34,68 @@ _BIAS_SCHEMES = ("alibi", "t5")
 T5_BUCKETS, T5_MAX_DISTANCE = 32, 128  # T5's own settings
 
 
-def concrete_value(x: Any) -> np.ndarray | None:
-    """``x`` as a NumPy array, or ``None`` when it is traced (checks then have to be skipped)."""
-    try:
-        return np.asarray(x)
-    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-        return None
-
-
-def check_features(x: Any, name: str, features: int, batch_size: int | None = None) -> None:
-    """Raise ``ValueError`` unless ``x`` is a float array ``[B, length, features]``."""
+def check_features(
+    x: Any, name: str, features: int, batch_shape: tuple[int, ...] | None = None
+) -> None:
+    """Raise ``ValueError`` unless ``x`` is an array ``[..., length, features]`` (with leading
+    axes ``batch_shape`` when given)."""
     shape = getattr(x, "shape", None)
-    if shape is None or len(shape) != 3 or shape[-1] != features:
-        raise ValueError(f"{name} must be [B, length, {features}], got {shape}")
-    if batch_size is not None and shape[0] != batch_size:
-        raise ValueError(f"{name} has batch size {shape[0]}, expected {batch_size}")
+    if shape is None or len(shape) < 2 or shape[-1] != features:
+        raise ValueError(
+            f"{name} must be [B, length, {features}] (or [..., length, {features}]), got {shape}"
+        )
+    if batch_shape is not None and tuple(shape[:-2]) != batch_shape:
+        raise ValueError(f"{name} has batch axes {tuple(shape[:-2])}, expected {batch_shape}")
+
+
+def _keys_and_values(inputs_k: Any, inputs_v: Any, inputs_kv: Any) -> tuple[Any, Any]:
+    """flax's rule: ``inputs_v`` defaults to ``inputs_k``, both to ``None`` (self-attention);
+    ``inputs_kv`` is one input for both."""
+    if inputs_kv is not None:
+        if inputs_k is not None or inputs_v is not None:
+            raise ValueError("give inputs_kv, or inputs_k (and inputs_v), not both")
+        inputs_k = inputs_kv
+    if inputs_k is None and inputs_v is not None:
+        raise ValueError("inputs_v needs inputs_k (self-attention takes neither)")
+    return inputs_k, inputs_k if inputs_v is None else inputs_v
+
+
+def _boolean(mask: Any) -> Any:
+    """A mask; flax's float 0/1 mask arrays (``nnx.make_attention_mask``) as booleans."""
+    if isinstance(mask, masks.Mask) or mask.dtype == bool:
+        return mask
+    return (np if isinstance(mask, np.ndarray) else jnp).not_equal(mask, 0)
+
+
+def _one_of(ours: Any, flax_name_value: Any, name: str, flax_name: str, default: Any) -> Any:
+    """An argument that has our name and flax's: either, equal if both, else ``default``."""
+    if ours is not None and flax_name_value is not None and ours != flax_name_value:
+        raise ValueError(
+            f"MultiHeadAttention: {name}={ours} and {flax_name}={flax_name_value} disagree"
+        )
+    return next((x for x in (ours, flax_name_value) if x is not None), default)
+
+
+def _head_dim(head_dim: Any, qkv_features: Any, in_features: int, num_heads: int) -> int:
+    """``head_dim``, or flax's ``qkv_features // num_heads`` (``in_features`` by default)."""
+    features = in_features if qkv_features is None else _positive_int(qkv_features, "qkv_features")
+    if features % num_heads and (head_dim is None or qkv_features is not None):
+        name = "in_features" if qkv_features is None else "qkv_features"
+        raise ValueError(
+            f"MultiHeadAttention: {name}={features} is not divisible by num_heads={num_heads}; "
+            "pass head_dim"
+        )
+    derived = None if qkv_features is None else qkv_features // num_heads
+    return _positive_int(
+        _one_of(head_dim, derived, "head_dim", "qkv_features // num_heads", features // num_heads),
+        "head_dim",
+    )
+
+
+def _initializers(kernel_init: Any, bias_init: Any) -> dict[str, Any]:
+    """The initializers given (``nnx.Linear``'s own defaults for the others)."""
+    given = {"kernel_init": kernel_init, "bias_init": bias_init}
+    return {name: init for name, init in given.items() if init is not None}
 
 
 @functools.partial(
@@ -102,18 +153,31 @@ def _positive_int(value: Any, name: str) -> int:
 class MultiHeadAttention(nnx.Module):
     """Multi-head attention with grouped-query heads, RoPE, qk-norm and a KV cache.
 
-    Projects ``inputs_q [B, T, in_features]`` to ``num_heads`` queries and ``inputs_kv
-    [B, S, kv_features]`` (default: ``inputs_q``, self-attention) to ``num_kv_heads`` keys and
-    values of ``head_dim`` features, runs :func:`attn.attend` on q ``[B, T, N, H]``, k, v
-    ``[B, S, K, H]`` and projects the heads back to ``out_features``. ``num_kv_heads < num_heads``
-    is grouped-query attention (``1`` is multi-query); keys and values are never repeated.
+    Projects ``inputs_q [B, T, in_features]`` to ``num_heads`` queries and ``inputs_k``,
+    ``inputs_v [B, S, kv_features]`` (default: ``inputs_q``, self-attention) to
+    ``num_kv_heads`` keys and values of ``head_dim`` features, runs :func:`attn.attend` on q
+    ``[B, T, N, H]``, k, v ``[B, S, K, H]`` and projects the heads back to ``out_features``.
+    ``num_kv_heads < num_heads`` is grouped-query attention (``1`` is multi-query); keys and
+    values are never repeated. Inputs may also be ``[T, D]`` or ``[..., T, D]``.
+
+    It takes what flax's ``nnx.MultiHeadAttention`` takes, under the same names where the
+    meaning is the same (``qkv_features``, ``in_kv_features``, ``kernel_init``, ``bias_init``,
+    ``out_kernel_init``, ``out_bias_init``, ``precision``, ``normalize_qk``,
+    ``broadcast_dropout``, ``keep_rngs``, ``decode``; in the call ``inputs_k``, ``inputs_v``,
+    ``rngs``, ``sow_weights``, ``is_causal``, ``out_sharding``). flax's signature starts
+    ``(num_heads, in_features, ...)`` and ours ``(in_features, num_heads, ...)``, so the switch
+    is one line when both are passed by keyword. Defaults that differ: ``use_bias`` (flax
+    True, here False), ``broadcast_dropout`` (flax True, here False) and ``deterministic``
+    (flax None, here False). :mod:`attn.nn.convert` moves flax's parameters over and back.
 
     Args:
       in_features: features ``D`` of ``inputs_q``.
       num_heads: query heads ``N``.
       num_kv_heads: key/value heads ``K`` (default ``N``); ``N % K == 0``.
-      head_dim: features per head ``H`` (default ``in_features // num_heads``).
-      kv_features: features of ``inputs_kv`` (default ``in_features``).
+      head_dim: features per head ``H`` (default ``qkv_features // num_heads``).
+      qkv_features: ``N * H`` (flax's way to give the head size; default ``in_features``).
+      kv_features: features of ``inputs_k`` and ``inputs_v`` (default ``in_features``);
+        ``in_kv_features`` is flax's name for it.
       out_features: output features (default ``in_features``).
       score: ``(q, k) -> logits`` or a catalog name (see :mod:`attn.catalog`).
       weighting: ``(logits, mask) -> weights`` or a catalog name.
@@ -128,15 +192,28 @@ class MultiHeadAttention(nnx.Module):
         kernel included) evaluates them where it needs them; ``"sinusoidal"``, ``"learned"``
         and ``"none"`` add nothing here (absolute positions belong to the inputs).
       use_bias: biases in the four projections.
+      kernel_init, bias_init: initializers of the q, k, v projections (``nnx.Linear``'s
+        defaults); ``out_kernel_init``, ``out_bias_init`` of the output projection (default:
+        the former).
+      precision: ``jax.lax.Precision`` of the projections and of attention's matmuls.
       rope_base, rotary_dim: RoPE frequency base and number of rotated features (default all).
       qk_norm: RMS-normalise q and k over ``head_dim`` (before RoPE), one scale each.
-      dropout_rate: attention-weight dropout; draws keys from the ``"dropout"`` stream of
-        ``rngs`` (which falls back to ``"default"``).
+      normalize_qk: LayerNorm q and k over ``head_dim`` (scale, no bias; flax's qk-norm, as
+        in ViT-22B); parameters ``query_ln`` and ``key_ln`` as in flax.
+      logits_soft_cap: ``cap * tanh(logits / cap)`` (see :func:`attn.attend`).
+      dropout_rate: attention-weight dropout, a number or a scalar array (maybe traced, e.g.
+        vmapped over a sweep's trials); draws keys from the ``"dropout"`` stream of ``rngs``
+        (which falls back to ``"default"``) or from the call's ``rngs``.
+      broadcast_dropout: one dropout mask ``[T, S]`` for every example and head (flax's).
+      keep_rngs: keep a dropout stream from ``rngs``; with ``False`` every call that drops
+        passes ``rngs``.
       record_weights: sow the weights ``[B, N, T, S]`` as ``nnx.Intermediate``
         ``"attention_weights"``; read them with ``nnx.capture(model, nnx.Intermediate)``.
-        Off by default, and then the weights are not even returned by ``attend``.
+        Off by default, and then the weights are not even returned by ``attend``. The call's
+        ``sow_weights=True`` (flax's name) does the same for one call.
       deterministic: default for the call argument of the same name (dropout off when True);
         ``model.eval()`` / ``model.train()`` and ``nnx.view`` set it.
+      decode: default for the call argument of the same name.
       implementation: passed to :func:`attn.attend`.
       variant: a whole-attention function ``(q, k, v, *, mask) -> out`` used instead of
         :func:`attn.attend`, or a catalog ``"attention"`` spec such as ``"linear"`` or
@@ -162,19 +239,31 @@ class MultiHeadAttention(nnx.Module):
         *,
         num_kv_heads: int | None = None,
         head_dim: int | None = None,
+        qkv_features: int | None = None,
         kv_features: int | None = None,
+        in_kv_features: int | None = None,
         out_features: int | None = None,
         score: Callable[..., Array] | str = "scaled_dot",
         weighting: Callable[..., Array] | str = "softmax",
         mask: masks.Mask | str | None = None,
         positional: str = "none",
         use_bias: bool = False,
+        kernel_init: Initializer | None = None,
+        bias_init: Initializer | None = None,
+        out_kernel_init: Initializer | None = None,
+        out_bias_init: Initializer | None = None,
+        precision: Any = None,
         rope_base: float = 10000.0,
         rotary_dim: int | None = None,
         qk_norm: bool = False,
-        dropout_rate: float = 0.0,
+        normalize_qk: bool = False,
+        logits_soft_cap: float | None = None,
+        dropout_rate: float | Array = 0.0,
+        broadcast_dropout: bool = False,
+        keep_rngs: bool = True,
         record_weights: bool = False,
         deterministic: bool = False,
+        decode: bool = False,
         implementation: str = "auto",
         variant: Callable[..., Array] | str | None = None,
         dtype: Any = None,
@@ -194,16 +283,10 @@ class MultiHeadAttention(nnx.Module):
                 f"MultiHeadAttention: num_heads={num_heads} must be a multiple of "
                 f"num_kv_heads={num_kv_heads}"
             )
-        if head_dim is None:
-            if in_features % num_heads:
-                raise ValueError(
-                    f"MultiHeadAttention: in_features={in_features} is not divisible by "
-                    f"num_heads={num_heads}; pass head_dim"
-                )
-            head_dim = in_features // num_heads
-        head_dim = _positive_int(head_dim, "head_dim")
+        head_dim = _head_dim(head_dim, qkv_features, in_features, num_heads)
         kv_features = _positive_int(
-            in_features if kv_features is None else kv_features, "kv_features"
+            _one_of(kv_features, in_kv_features, "kv_features", "in_kv_features", in_features),
+            "kv_features",
         )
         out_features = _positive_int(
             in_features if out_features is None else out_features, "out_features"
@@ -216,9 +299,15 @@ class MultiHeadAttention(nnx.Module):
             raise ValueError(
                 f"MultiHeadAttention: rotary_dim={rotary_dim} must be in (0, head_dim={head_dim}]"
             )
-        if not 0.0 <= dropout_rate < 1.0:
+        rate = concrete(dropout_rate)
+        if rate is not None and not (rate.shape == () and 0.0 <= rate < 1.0):
             raise ValueError(
                 f"MultiHeadAttention: dropout_rate must be in [0, 1), got {dropout_rate}"
+            )
+        if qk_norm and normalize_qk:
+            raise ValueError(
+                "MultiHeadAttention: qk_norm (RMSNorm) and normalize_qk (flax's LayerNorm) are "
+                "two kinds of qk-norm; choose one"
             )
 
         self.in_features = in_features
@@ -234,9 +323,12 @@ class MultiHeadAttention(nnx.Module):
         self.positional = positional
         self.rope_base = rope_base
         self.rotary_dim = rotary_dim
-        self.dropout_rate = dropout_rate
+        self.precision = precision
+        self.logits_soft_cap = logits_soft_cap
+        self.broadcast_dropout = broadcast_dropout
         self.record_weights = record_weights
         self.deterministic = deterministic
+        self.decode = decode
         self.implementation = implementation
         self.variant = None if variant is None else attn.catalog.get("attention", variant)
         if self.variant is not None:
@@ -247,7 +339,7 @@ class MultiHeadAttention(nnx.Module):
                         f"MultiHeadAttention: variant={variant!r} replaces {name}; "
                         f"leave {name} at its default"
                     )
-            if dropout_rate > 0 or record_weights or positional in _BIAS_SCHEMES:
+            if maybe_active(dropout_rate) or record_weights or positional in _BIAS_SCHEMES:
                 raise ValueError(
                     f"MultiHeadAttention: variant={variant!r} supports no attention dropout, "
                     f"no recorded weights and no position bias (positional={positional!r})"
@@ -265,24 +357,41 @@ class MultiHeadAttention(nnx.Module):
         else:
             self.t5_table = nnx.data(None)
 
+        inits = _initializers(kernel_init, bias_init)
+        out_inits = _initializers(out_kernel_init or kernel_init, out_bias_init or bias_init)
         linear = functools.partial(
-            nnx.Linear, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+            nnx.Linear,
+            use_bias=use_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            precision=precision,
+            rngs=rngs,
         )
-        self.query = linear(in_features, num_heads * head_dim)
-        self.key = linear(kv_features, num_kv_heads * head_dim)
-        self.value = linear(kv_features, num_kv_heads * head_dim)
-        self.out = linear(num_heads * head_dim, out_features)
+        self.query = linear(in_features, num_heads * head_dim, **inits)
+        self.key = linear(kv_features, num_kv_heads * head_dim, **inits)
+        self.value = linear(kv_features, num_kv_heads * head_dim, **inits)
+        self.out = linear(num_heads * head_dim, out_features, **out_inits)
+        norms = {"query_norm": None, "key_norm": None, "query_ln": None, "key_ln": None}
         if qk_norm:
             norm = functools.partial(nnx.RMSNorm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-            self.query_norm = norm(head_dim)
-            self.key_norm = norm(head_dim)
-        else:
-            self.query_norm = nnx.data(None)
-            self.key_norm = nnx.data(None)
-        self.dropout_rngs = rngs.dropout.fork() if dropout_rate > 0 else nnx.data(None)
+            norms.update(query_norm=norm(head_dim), key_norm=norm(head_dim))
+        if normalize_qk:
+            norm = functools.partial(
+                nnx.LayerNorm, use_bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+            )
+            norms.update(query_ln=norm(head_dim), key_ln=norm(head_dim))
+        for name, module in norms.items():
+            setattr(self, name, nnx.data(None) if module is None else module)
+        self.dropout = Dropout(
+            dropout_rate, rngs=rngs if keep_rngs and maybe_active(dropout_rate) else None
+        )
         self.cached_key = nnx.data(None)
         self.cached_value = nnx.data(None)
         self.cache_index = nnx.data(None)
+
+    @property
+    def dropout_rate(self) -> float | Array:
+        return self.dropout.rate
 
     def set_view(self, deterministic: bool | None = None, record_weights: bool | None = None):
         """Used by ``nnx.view(model, deterministic=..., record_weights=...)``."""
@@ -317,55 +426,127 @@ class MultiHeadAttention(nnx.Module):
     def __call__(
         self,
         inputs_q: Array,
-        inputs_kv: Array | None = None,
+        inputs_k: Array | None = None,
+        inputs_v: Array | None = None,
         *,
+        inputs_kv: Array | None = None,
         mask: masks.Mask | Array | None = None,
         bias: Array | None = None,
         positions: Array | None = None,
         kv_positions: Array | None = None,
         deterministic: bool | None = None,
-        decode: bool = False,
+        rngs: nnx.Rngs | nnx.RngStream | Array | None = None,
+        sow_weights: bool = False,
+        decode: bool | None = None,
+        is_causal: bool = False,
         prompt_lengths: Array | None = None,
+        out_sharding: Any = None,
     ) -> Array:
-        """Attend from ``inputs_q [B, T, D]`` to ``inputs_kv [B, S, Dkv]`` (default: itself).
+        """Attend from ``inputs_q [B, T, D]`` to keys from ``inputs_k`` and values from
+        ``inputs_v`` ``[B, S, Dkv]`` (default: ``inputs_q`` itself; ``inputs_v`` defaults to
+        ``inputs_k``, as in flax).
 
         Args:
-          inputs_q: ``[B, T, in_features]``.
-          inputs_kv: ``[B, S, kv_features]``; ``None`` for self-attention.
+          inputs_q: ``[B, T, in_features]``; also ``[T, in_features]`` or ``[..., T,
+            in_features]`` (leading axes flattened, row-major, into ``B`` for masks, positions
+            and the cache; restored on the output).
+          inputs_k: ``[B, S, kv_features]``; ``None`` for self-attention.
+          inputs_v: ``[B, S, kv_features]``; ``None``: ``inputs_k``.
+          inputs_kv: keys and values from one input (our older name; linen's too).
           mask: :class:`attn.masks.Mask` or bool array broadcastable to ``[B, N, T, S]``
-            (``True`` = may attend). With ``decode=True`` it is combined with the cache's causal
-            mask by ``&``; the key axis is then the ``L`` cache slots, and a Mask sees each query
-            at its absolute position ``cache_index[b] + i`` (so ``sliding_window(64)`` means the
-            same in a full forward and in decoding), while a bool array must be
-            ``[B, N, T_new, L]`` (or broadcastable).
+            (``True`` = may attend; flax's float 0/1 masks from ``make_attention_mask`` count
+            as bool; leading axes as ``inputs_q``'s). With ``decode=True`` it is combined with
+            the cache's causal mask by ``&``; the key axis is then the ``L`` cache slots, and a
+            Mask sees each query at its absolute position ``cache_index[b] + i`` (so
+            ``sliding_window(64)`` means the same in a full forward and in decoding), while a
+            bool array must be ``[B, N, T_new, L]`` (or broadcastable).
           bias: float array broadcastable to ``[B, N, T, S]`` added to the logits.
           positions: RoPE positions of the queries, ``[T]`` or ``[B, T]`` (default
             ``arange(T)``, or each example's cache positions when decoding).
           kv_positions: RoPE positions of the keys (default: ``positions`` for self-attention,
             ``arange(S)`` for cross-attention; ignored when decoding: keys share the queries').
           deterministic: disable dropout (default: ``self.deterministic``).
+          rngs: this call's dropout key: a key, an ``nnx.RngStream`` or ``nnx.Rngs`` (its
+            ``"dropout"`` stream); default the module's own stream.
+          sow_weights: sow this call's weights as with ``record_weights`` (flax's name).
           decode: write the new keys/values into the cache (after :meth:`init_cache`) at each
             example's ``cache_index`` and attend over all ``L`` slots with
             ``attn.masks.causal(offset=cache_index)``, so query ``i`` at absolute position
             ``cache_index[b] + i`` sees the slots up to itself. ``T_new >= 1`` tokens per call.
+            Default ``self.decode``; inputs ``[B, T_new, D]``.
+          is_causal: add ``attn.masks.causal()`` (decoding is causal already).
           prompt_lengths: decode only: int ``[B]``, how many of the ``T_new`` inputs of each
             example are real (the rest is right padding); each example's ``cache_index``
             advances by its own count (default ``T_new``). Use it to prefill ragged prompts in
             one call: the padding slots are masked and overwritten by the next tokens, whose
             outputs then match an unpadded run. (``cache_index`` is a plain ``nnx.Cache`` and
             may also be set directly.)
+          out_sharding: passed to the output projection (``nnx.Linear``).
 
         Returns:
-          ``[B, T, out_features]``. Queries that may see no key output the projection of 0
-          (the output bias, if any).
+          ``[B, T, out_features]`` (``inputs_q``'s leading axes). Queries that may see no key
+          output the projection of 0 (the output bias, if any).
         """
+        inputs_k, inputs_v = _keys_and_values(inputs_k, inputs_v, inputs_kv)
         check_features(inputs_q, "inputs_q", self.in_features)
+        if inputs_k is None and self.kv_features != self.in_features:
+            raise ValueError(
+                f"self-attention projects inputs_q to keys, but kv_features={self.kv_features} "
+                f"differs from in_features={self.in_features}: pass inputs_k"
+            )
+        batch = BatchAxes(tuple(inputs_q.shape[:-2]))
+        for name, x in (("inputs_k", inputs_k), ("inputs_v", inputs_v)):
+            if x is not None:
+                check_features(x, name, self.kv_features, batch.shape)
+        if inputs_k is not None and inputs_v.shape[-2] != inputs_k.shape[-2]:
+            raise ValueError(
+                f"inputs_k {inputs_k.shape} and inputs_v {inputs_v.shape} differ in length"
+            )
+        decode = self.decode if decode is None else decode
+        if decode and len(batch.shape) != 1:
+            raise ValueError(f"decode needs inputs [B, T_new, D], got {inputs_q.shape}")
+        if mask is not None and not isinstance(mask, masks.Mask):
+            mask = batch.flatten_pairs(_boolean(mask), "mask")
+        if is_causal and not decode:  # the cache's own mask is causal
+            mask = masks.causal() if mask is None else masks.causal() & mask
+        if bias is not None:
+            bias = batch.flatten_pairs(bias, "bias")
+        out = self._attend(
+            *(None if x is None else batch.flatten(x) for x in (inputs_q, inputs_k, inputs_v)),
+            mask=mask,
+            bias=bias,
+            positions=positions,
+            kv_positions=kv_positions,
+            deterministic=self.deterministic if deterministic is None else deterministic,
+            rngs=rngs,
+            record_weights=self.record_weights or sow_weights,
+            decode=decode,
+            prompt_lengths=prompt_lengths,
+        )
+        return batch.restore(self.out(out, out_sharding=out_sharding))
+
+    def _attend(
+        self,
+        inputs_q: Array,
+        inputs_k: Array | None,
+        inputs_v: Array | None,
+        *,
+        mask: masks.Mask | Array | None,
+        bias: Array | None,
+        positions: Array | None,
+        kv_positions: Array | None,
+        deterministic: bool,
+        rngs: Any,
+        record_weights: bool,
+        decode: bool,
+        prompt_lengths: Array | None,
+    ) -> Array:
+        """:meth:`__call__` on ``[B, T, D]`` inputs, up to the output projection: the heads
+        ``[B, T, N * H]``."""
         B, T, _ = inputs_q.shape
-        self_attention = inputs_kv is None
+        self_attention = inputs_k is None
         if self_attention:
-            inputs_kv = inputs_q
-        else:
-            check_features(inputs_kv, "inputs_kv", self.kv_features, B)
+            inputs_k = inputs_v = inputs_q
         if bias is not None and (self.variant is not None or self.positional in _BIAS_SCHEMES):
             raise ValueError(
                 "MultiHeadAttention: bias= cannot be combined with "
@@ -376,18 +557,21 @@ class MultiHeadAttention(nnx.Module):
                 )
             )
         if decode:
-            advance_b = self._check_decode(B, T, inputs_kv, prompt_lengths)
+            advance_b = self._check_decode(B, T, inputs_k, prompt_lengths)
         elif prompt_lengths is not None:
             raise ValueError("prompt_lengths applies only with decode=True")
         if self.mask is not None:
             mask = self.mask if mask is None else self.mask & masks.as_mask(mask)
 
         q = self._heads(inputs_q, self.query, self.num_heads)
-        k = self._heads(inputs_kv, self.key, self.num_kv_heads)
-        v = self._heads(inputs_kv, self.value, self.num_kv_heads)
-        if self.query_norm is not None:
-            q = self.query_norm(q)
-            k = self.key_norm(k)
+        k = self._heads(inputs_k, self.key, self.num_kv_heads)
+        v = self._heads(inputs_v, self.value, self.num_kv_heads)
+        for query_norm, key_norm in (
+            (self.query_norm, self.key_norm),
+            (self.query_ln, self.key_ln),
+        ):
+            if query_norm is not None:
+                q, k = query_norm(q), key_norm(k)
         # Where query 0 sits: 0 in a full forward, each example's next cache slot when decoding.
         q_offset = 0
         if decode:
@@ -410,13 +594,11 @@ class MultiHeadAttention(nnx.Module):
                 self.t5_table[...], max_distance=T5_MAX_DISTANCE, q_offset=q_offset
             )
 
-        if deterministic is None:
-            deterministic = self.deterministic
-        use_dropout = self.dropout_rate > 0.0 and not deterministic
         if self.variant is not None:
             params = {n: getattr(self, f"variant_{n}")[...] for n in self.variant_param_names}
             out_btnh = self.variant(q, k, v, mask=mask, **params)
-            return self.out(out_btnh.reshape(B, T, self.num_heads * self.head_dim))
+            return out_btnh.reshape(B, T, self.num_heads * self.head_dim)
+        rng = self.dropout.key(deterministic=deterministic, rngs=rngs)
         result = attn.attend(
             q,
             k,
@@ -425,30 +607,33 @@ class MultiHeadAttention(nnx.Module):
             mask=mask,
             bias=bias,
             weighting=self.weighting,
-            dropout_rate=self.dropout_rate if use_dropout else 0.0,
-            rng=self.dropout_rngs() if use_dropout else None,
+            dropout_rate=0.0 if rng is None else self.dropout.rate,
+            rng=rng,
+            broadcast_dropout=self.broadcast_dropout,
+            logits_soft_cap=self.logits_soft_cap,
+            precision=self.precision,
             implementation=self.implementation,
-            return_weights=self.record_weights,
+            return_weights=record_weights,
         )
-        if self.record_weights:
+        if record_weights:
             out_btnh, weights_bnts = result
             self.sow(nnx.Intermediate, "attention_weights", weights_bnts)
         else:
             out_btnh = result
-        return self.out(out_btnh.reshape(B, T, self.num_heads * self.head_dim))
+        return out_btnh.reshape(B, T, self.num_heads * self.head_dim)
 
     def _check_decode(
-        self, B: int, T_new: int, inputs_kv: Array, prompt_lengths: Array | None
+        self, B: int, T_new: int, inputs_k: Array, prompt_lengths: Array | None
     ) -> Array:
         """Validate a decode call before any work; return how far each example advances."""
         if self.cached_key is None:
             raise ValueError(
                 "decode=True needs a KV cache: call init_cache(batch_size, max_length) first"
             )
-        if inputs_kv.shape[1] != T_new:
+        if inputs_k.shape[1] != T_new:
             raise ValueError(
-                f"decode: inputs_kv must have the T_new={T_new} tokens of inputs_q, "
-                f"got {inputs_kv.shape}"
+                f"decode: inputs_k must have the T_new={T_new} tokens of inputs_q, "
+                f"got {inputs_k.shape}"
             )
         cache_batch, max_length = self.cached_key.shape[:2]
         if cache_batch != B:
@@ -464,12 +649,12 @@ class MultiHeadAttention(nnx.Module):
                     f"prompt_lengths must be an int array [B={B}], got "
                     f"{advance_b.dtype}{list(advance_b.shape)}"
                 )
-            lengths = concrete_value(advance_b)
+            lengths = concrete(advance_b)
             if lengths is not None and ((lengths < 0) | (lengths > T_new)).any():
                 raise ValueError(f"prompt_lengths must be in [0, T_new={T_new}], got {lengths}")
             advance_b = advance_b.astype(jnp.int32)
         end_b = self.cache_index[...] + advance_b
-        concrete_end = concrete_value(end_b)
+        concrete_end = concrete(end_b)
         if concrete_end is not None:
             if (concrete_end > max_length).any():
                 _raise_overflow(concrete_end, max_length)

@@ -12,6 +12,7 @@ from flax import nnx
 
 from attn import masks
 from attn.nn.attention import MultiHeadAttention
+from attn.nn.dropout import Dropout, maybe_active
 
 __all__ = ["MLP", "TransformerBlock", "TransformerDecoder", "TransformerEncoder"]
 
@@ -46,7 +47,7 @@ class MLP(nnx.Module):
         mlp_features: int,
         *,
         activation: str | Callable[[Array], Array] = "gelu",
-        dropout_rate: float = 0.0,
+        dropout_rate: float | Array = 0.0,
         use_bias: bool = True,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,
@@ -57,7 +58,7 @@ class MLP(nnx.Module):
         )
         self.hidden = linear(features, mlp_features)
         self.activation = _lookup(ACTIVATIONS, activation, "activation")
-        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs if dropout_rate > 0 else None)
+        self.dropout = Dropout(dropout_rate, rngs=rngs if maybe_active(dropout_rate) else None)
         self.output = linear(mlp_features, features)
 
     def __call__(self, x: Array, *, deterministic: bool | None = None) -> Array:
@@ -95,7 +96,7 @@ class TransformerBlock(nnx.Module):
         pre_norm: bool = True,
         norm: str = "layer_norm",
         activation: str | Callable[[Array], Array] = "gelu",
-        dropout_rate: float = 0.0,
+        dropout_rate: float | Array = 0.0,
         causal: bool = False,
         cross_attention: bool = False,
         context_features: int | None = None,
@@ -144,7 +145,7 @@ class TransformerBlock(nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs if dropout_rate > 0 else None)
+        self.dropout = Dropout(dropout_rate, rngs=rngs if maybe_active(dropout_rate) else None)
 
     def _residual(
         self, x: Array, norm: nnx.Module, sublayer: Callable[[Array], Array], deterministic: Any

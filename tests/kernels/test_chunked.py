@@ -10,7 +10,6 @@ import pytest
 
 import attn
 from attn import masks, positional, weighting
-from attn.kernels import dispatch
 
 B, T, S, N, H = 2, 11, 13, 4, 8
 TOL = {"rtol": 1e-5, "atol": 1e-5}
@@ -24,13 +23,7 @@ def make_qkv(num_kv_heads=2, t=T, s=S, hv=H, seed=0):
     return q, k, v
 
 
-@pytest.fixture(autouse=True)
-def small_tiles(monkeypatch):
-    """4 x 4 tiles: 3 x 4 tile pairs with short last tiles, so full, partial, skipped and padded
-    tiles all occur."""
-    monkeypatch.setattr(dispatch, "Q_TILE", 4)
-    monkeypatch.setattr(dispatch, "KV_TILE", 4)
-    monkeypatch.setattr(dispatch, "PALLAS_TILE", 4)
+pytestmark = pytest.mark.usefixtures("small_tiles")
 
 
 def run(jit, implementation, q, k, v, make_kwargs, params=None, *, lse=True):
@@ -166,6 +159,78 @@ def test_bias_rules_equal_bias_arrays():
             attn.attend(q, k, v, bias=rule, implementation="dense"),
             attn.attend(q, k, v, bias=array, implementation="dense"),
         )
+
+
+BIAS_SHAPES = {
+    "full": (B, N, T, S),
+    "per_head": (1, N, T, S),
+    "key_only": (B, 1, 1, S),
+    "query_only": (1, 1, T, 1),
+    "rank_3": (N, T, S),
+}
+
+
+@pytest.mark.parametrize("implementation", ["chunked", "pallas"])
+@pytest.mark.parametrize("name", sorted(BIAS_SHAPES))
+def test_bias_arrays_with_gradients(name, implementation, assert_same):
+    """A bias array is sliced per tile (ragged last tiles included); its gradient has its own
+    shape, summed over the axes it broadcasts, as dense autodiff gives."""
+    bias = np.random.default_rng(9).standard_normal(BIAS_SHAPES[name]).astype(np.float32)
+    got = assert_same(
+        lambda p: {"bias": p["bias"], "mask": masks.causal(2)},
+        {"bias": bias},
+        implementation=implementation,
+    )
+    grad = got[1][3]["bias"]
+    assert grad.shape == bias.shape and np.abs(grad).max() > 0
+
+
+def test_bias_array_with_temperature_and_whole_tiles(assert_same):
+    """Lengths that are whole tiles (no clamped last tile) and a temperature dividing the bias."""
+    bias = np.random.default_rng(10).standard_normal((1, N, 8, 12)).astype(np.float32)
+    tempered = functools.partial(weighting.softmax, temperature=np.float32(0.5))
+    assert_same(lambda p: {"bias": p["bias"], "weighting": tempered}, {"bias": bias}, t=8, s=12)
+
+
+@pytest.mark.parametrize("implementation", ["chunked", "pallas"])
+def test_logits_soft_cap_forward_and_backward(implementation, assert_same):
+    """``cap * tanh((q . k + bias) / cap)`` with bias rules and arrays, a temperature and a
+    sink; gradients go through the tanh (small cap: most logits saturate)."""
+    assert_same = functools.partial(assert_same, implementation=implementation)
+    bias = np.random.default_rng(11).standard_normal((1, N, T, S)).astype(np.float32)
+    cases = [
+        lambda p: {"logits_soft_cap": 0.7, "bias": p["bias"], "mask": masks.causal(2)},
+        lambda p: {"logits_soft_cap": 1.5, "bias": positional.alibi_rule(N)},
+        lambda p: {
+            "logits_soft_cap": 1.0,
+            "weighting": functools.partial(weighting.softmax, temperature=0.6),
+            "score": "dot",
+        },
+        lambda p: {"logits_soft_cap": 2.0, "weighting": weighting.softmax_with_sink},
+    ]
+    for make_kwargs in cases:
+        assert_same(make_kwargs, {"bias": bias})
+    assert_same(lambda _: {"logits_soft_cap": 1.0, "weighting": "sigmoid"}, lse=False)
+
+
+def test_soft_cap_changes_the_result(quick_jit):
+    q, k, v = make_qkv()
+
+    def both(q, k, v):
+        return [
+            attn.attend(q, k, v, logits_soft_cap=cap, implementation="chunked")
+            for cap in (None, 0.5)
+        ]
+
+    plain, capped = quick_jit(both)(q, k, v)
+    assert np.abs(plain - capped).max() > 1e-2
+
+
+@pytest.mark.parametrize("implementation", ["chunked", "pallas"])
+def test_precision_is_passed_to_every_matmul(implementation, assert_same):
+    assert_same(
+        lambda _: {"precision": "highest", "mask": masks.causal()}, implementation=implementation
+    )
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,10 @@ def make_qkv(t=T, s=S, num_kv_heads=2, dtype=np.float32):
     return q, k, v
 
 
+def partial_softmax(temperature):
+    return functools.partial(weighting.softmax, temperature=temperature)
+
+
 def request(q, k, v, **kwargs):
     fields = {
         "score": attn.scores.scaled_dot,
@@ -48,13 +52,34 @@ def request(q, k, v, **kwargs):
             {"score": functools.partial(attn.scores.additive, w_q=0, w_k=0, v=0)},
             "cannot compute score additive",
         ),
-        ({"bias": np.zeros((1, N, T, S), np.float32)}, "cannot take a dense bias array"),
+        (
+            {"logits_soft_cap": 2.0, "weighting": partial_softmax(np.ones(N, np.float32))},
+            "cannot combine logits_soft_cap with a softmax temperature that is an array",
+        ),
     ],
 )
 @pytest.mark.parametrize("implementation", ["chunked", "pallas"])
 def test_tiled_kernels_name_what_they_cannot_do(kwargs, message, implementation):
     with pytest.raises(ValueError, match=f"implementation='{implementation}' {message}"):
         attn.attend(*make_qkv(), implementation=implementation, **kwargs)
+
+
+@pytest.mark.parametrize("implementation", ["chunked", "pallas"])
+def test_tiled_kernels_refuse_traced_soft_caps_and_float64_logits(implementation):
+    q, k, v = make_qkv()
+    traced = jax.jit(
+        lambda cap: attn.attend(q, k, v, logits_soft_cap=cap, implementation=implementation)
+    )
+    with pytest.raises(ValueError, match="cannot take a traced logits_soft_cap"):
+        traced(2.0)
+    np.testing.assert_allclose(  # dense takes it traced
+        jax.jit(lambda cap: attn.attend(q, k, v, logits_soft_cap=cap, implementation="dense"))(2.0),
+        attn.attend(q, k, v, logits_soft_cap=2.0, implementation=implementation),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    with jax.enable_x64(), pytest.raises(ValueError, match="cannot compute logits in float64"):
+        attn.attend(q, k, v, logits_dtype=jnp.float64, implementation=implementation)
 
 
 def test_bias_rules_must_be_traceable():
@@ -80,6 +105,13 @@ def test_cudnn_needs_a_gpu_and_half_precision():
     assert "float16 or bfloat16" in reason
     low = request(*make_qkv(dtype=jnp.bfloat16), weighting=weighting.entmax15)
     assert "weighting entmax15" in jax_nn.unsupported(low, backend="gpu")
+    for kwargs, reason in [
+        ({"logits_soft_cap": 30.0}, "has no soft cap"),
+        ({"precision": "highest"}, "has no precision argument"),
+        ({"logits_dtype": jnp.float64}, "logits in float64"),
+    ]:
+        low = request(*make_qkv(dtype=jnp.bfloat16), **kwargs)
+        assert reason in jax_nn.unsupported(low, backend="gpu")
 
 
 def test_auto_picks_by_shape_and_features(monkeypatch):
@@ -93,6 +125,8 @@ def test_auto_picks_by_shape_and_features(monkeypatch):
     assert dispatch.choose(request(*make_qkv(t=512, s=512), weighting=weighting.sparsemax)) == (
         "dense"
     )
+    bias = np.zeros((1, N, 512, 512), np.float32)
+    assert dispatch.choose(request(*make_qkv(t=512, s=512), bias=bias)) == "chunked"
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert dispatch.choose(request(*make_qkv(t=512, s=512, dtype=jnp.bfloat16))) == "cudnn"
     assert dispatch.choose(long) == "chunked"  # float32: not for cuDNN; Pallas is opt-in

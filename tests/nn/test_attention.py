@@ -305,17 +305,19 @@ def test_head_dim_must_divide_or_be_given():
 
 def test_call_errors():
     mha = MultiHeadAttention(D, N, kv_features=8, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"inputs_q must be \[B, length, 16\]"):
+    with pytest.raises(ValueError, match="kv_features=8 differs from in_features=16"):
         mha(jnp.ones((B, D)))
     with pytest.raises(ValueError, match=r"inputs_q must be \[B, length, 16\]"):
+        mha(jnp.ones((D,)))
+    with pytest.raises(ValueError, match=r"inputs_q must be \[B, length, 16\]"):
         mha(jnp.ones((B, T, 5)))
-    with pytest.raises(ValueError, match=r"inputs_kv must be \[B, length, 8\]"):
+    with pytest.raises(ValueError, match=r"inputs_k must be \[B, length, 8\]"):
         mha(inputs(), inputs())
-    with pytest.raises(ValueError, match="inputs_kv has batch size 3"):
+    with pytest.raises(ValueError, match=r"inputs_k has batch axes \(3,\), expected \(2,\)"):
         mha(inputs(), jnp.ones((3, 4, 8)))
     with pytest.raises(ValueError, match="prompt_lengths applies only with decode=True"):
         mha(inputs(), inputs(features=8), prompt_lengths=jnp.array([1, 1]))
-    with pytest.raises(ValueError, match="decode: inputs_kv must have the T_new=7 tokens"):
+    with pytest.raises(ValueError, match="decode: inputs_k must have the T_new=7 tokens"):
         mha.init_cache(B, T)
         mha(inputs(), inputs(t=S, features=8), decode=True)
 

@@ -1,0 +1,88 @@
+"""attend against tokamax's ``dot_product_attention(implementation="xla_chunked")`` itself:
+values and gradients (q, k, v and a bias array) for its arguments, soft-capping included, in
+every implementation that runs on CPU. Skipped where tokamax (the ``bench`` extra) is not
+installed."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import attn
+from attn import masks
+
+B, T, S, N, H = 2, 7, 9, 4, 8
+
+
+pytestmark = pytest.mark.usefixtures("small_tiles")
+
+
+def make_qkv(num_kv_heads):
+    generator = np.random.default_rng(0)
+    q = generator.standard_normal((B, T, N, H)).astype(np.float32)
+    k = generator.standard_normal((B, S, num_kv_heads, H)).astype(np.float32)
+    v = generator.standard_normal((B, S, num_kv_heads, H)).astype(np.float32)
+    return q, k, v
+
+
+_GENERATOR = np.random.default_rng(1)
+_BIAS = (_GENERATOR.standard_normal((1, N, T, S)) * 2).astype(np.float32)
+_MASK = _GENERATOR.random((B, 1, T, S)) > 0.4
+_MASK[..., 0] = True  # tokamax, like jax.nn, averages rows that see no key
+
+# (tokamax keyword arguments, the same as attend keyword arguments); every row sees a key.
+CASES = {
+    "plain": ({}, {}),
+    "scale": ({"scale": 0.3}, {"scale": 0.3}),
+    "bias": ({"bias": _BIAS}, {"bias": _BIAS}),
+    "mask": ({"mask": _MASK}, {"mask": _MASK}),
+    "causal": ({"is_causal": True}, {"mask": masks.causal()}),
+    "window": ({"local_window_size": (2, 1)}, {"mask": masks.sliding_window(2, 1)}),
+    "soft_cap": ({"logits_soft_cap": 1.5}, {"logits_soft_cap": 1.5}),
+    "soft_cap_bias_mask": (
+        {"logits_soft_cap": 2.0, "bias": _BIAS, "mask": _MASK},
+        {"logits_soft_cap": 2.0, "bias": _BIAS, "mask": _MASK},
+    ),
+}
+
+
+def _grads(fn, q, k, v, bias):
+    cotangent = np.random.default_rng(2).standard_normal((B, T, N, H)).astype(np.float32)
+
+    def loss(q, k, v, bias):
+        out = fn(q, k, v, bias)
+        return jnp.sum(out * cotangent), out
+
+    argnums = (0, 1, 2) if bias is None else (0, 1, 2, 3)
+    return jax.grad(loss, argnums=argnums, has_aux=True)(q, k, v, bias)
+
+
+IMPLEMENTATIONS = [
+    *((name, heads) for name in ("dense", "chunked") for heads in (N, 2)),
+    ("pallas", 2),  # interpreted on CPU: slow, so grouped-query heads only
+]
+
+
+@pytest.mark.parametrize(("implementation", "num_kv_heads"), IMPLEMENTATIONS, ids=str)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_values_and_gradients_match_tokamax_xla_chunked(
+    name, implementation, num_kv_heads, tokamax
+):
+    theirs_kwargs, ours_kwargs = (dict(kwargs) for kwargs in CASES[name])
+    bias = ours_kwargs.pop("bias", None)
+    theirs_kwargs.pop("bias", None)
+    q, k, v = make_qkv(num_kv_heads)
+
+    def ours(q, k, v, bias):
+        return attn.attend(q, k, v, bias=bias, implementation=implementation, **ours_kwargs)
+
+    def theirs(q, k, v, bias):
+        return tokamax.dot_product_attention(
+            q, k, v, bias=bias, implementation="xla_chunked", **theirs_kwargs
+        )
+
+    got_grads, got = _grads(ours, q, k, v, bias)
+    want_grads, want = _grads(theirs, q, k, v, bias)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for got_grad, want_grad in zip(got_grads, want_grads, strict=True):
+        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-4, atol=1e-5)
