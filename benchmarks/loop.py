@@ -59,7 +59,7 @@ def time_step_alone(experiment: Experiment, batches: list) -> float:
     state = experiment.state
     start = time.perf_counter()
     for batch in batches:
-        state, *_ = experiment._train_step(state, batch)
+        state, *_ = experiment._train_step(state, batch, experiment.trial_values)
     jax.block_until_ready(state)
     elapsed = time.perf_counter() - start
     experiment.state = state

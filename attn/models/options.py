@@ -28,7 +28,7 @@ import ml_collections
 
 from attn import catalog
 
-__all__ = ["as_config_dict", "option", "parse_options"]
+__all__ = ["as_config_dict", "float_values", "option", "parse_options", "with_values"]
 
 OptionsT = TypeVar("OptionsT")
 
@@ -168,3 +168,39 @@ def parse_options(cls: type[OptionsT], values: Any, key: str) -> OptionsT:
 def as_config_dict(options: Any) -> ml_collections.ConfigDict:
     """The config section holding every field of the dataclass ``options`` (nested ones too)."""
     return ml_collections.ConfigDict(dataclasses.asdict(options))
+
+
+def float_values(options: Any, prefix: str = "") -> dict[str, float]:
+    """Every ``float`` option of ``options`` by dotted name (nested sections included), e.g.
+    ``{"dropout_rate": 0.1, "attention.dropout_rate": 0.0}``.
+
+    A float option enters a model only through arithmetic, never its structure, so a model
+    built with any of these replaced by a traced scalar has the same parameters and graph:
+    this is what a sweep vmaps over (an option of type ``float | None`` is left out, since its
+    ``None`` is structural).
+    """
+    hints = _types(type(options))
+    values = {}
+    for field in dataclasses.fields(options):
+        value, annotation = getattr(options, field.name), hints[field.name]
+        if dataclasses.is_dataclass(annotation):
+            values.update(float_values(value, f"{prefix}{field.name}."))
+        elif annotation is float:
+            values[f"{prefix}{field.name}"] = value
+    return values
+
+
+def with_values(options: OptionsT, values: Mapping[str, Any]) -> OptionsT:
+    """``options`` with the dotted fields in ``values`` replaced (unchecked: the values may be
+    traced arrays standing for checked floats, see :func:`float_values`)."""
+    nested: dict[str, dict[str, Any]] = {}
+    direct = {}
+    for key, value in values.items():
+        head, dot, rest = key.partition(".")
+        if dot:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[head] = value
+    for head, inner in nested.items():
+        direct[head] = with_values(getattr(options, head), inner)
+    return dataclasses.replace(options, **direct)

@@ -15,6 +15,7 @@ from attn.models.options import option
 from attn.models.recurrent import CELLS, RNN_SCORES, AttentionStep, BidirectionalEncoder, Carry
 from attn.models.stacks import DTYPES
 from attn.models.task import TaskInfo
+from attn.nn.dropout import Dropout, maybe_active
 
 __all__ = ["RNNAttentionOptions", "RNNSeq2Seq", "RNNSeq2SeqOptions"]
 
@@ -88,8 +89,8 @@ class RNNSeq2Seq(TaskModel):
             dtype=dtype,
             rngs=rngs,
         )
-        self.readout_dropout = nnx.Dropout(
-            config.dropout_rate, rngs=rngs if config.dropout_rate > 0 else None
+        self.readout_dropout = Dropout(
+            config.dropout_rate, rngs=rngs if maybe_active(config.dropout_rate) else None
         )
         self.head = nnx.Linear(2 * features, task.target_vocab_size, dtype=dtype, rngs=rngs)
 

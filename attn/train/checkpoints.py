@@ -72,8 +72,11 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
-    def restore(self, abstract_state: Any, *, which: str = "latest") -> tuple[int, Any] | None:
-        """``(step, state)`` from ``latest`` or ``best``, or None if there is no checkpoint.
+    def restore(
+        self, abstract_state: Any, *, which: str = "latest", step: int | None = None
+    ) -> tuple[int, Any] | None:
+        """``(step, state)`` from ``latest`` or ``best``, or None if there is no checkpoint
+        (with ``step``: that step's, or None if it is not kept).
 
         An unreadable checkpoint (truncated or missing files) is passed over, with a warning,
         for the next one (newest first); a run also moves it aside to ``<step>.unreadable-<time>``
@@ -81,20 +84,25 @@ class Checkpoints:
         damage everywhere) nothing is moved: a ValueError names the directory and the errors.
         """
         manager = {"latest": self.latest, "best": self.best}[which]
-        first = manager.best_step() if which == "best" else manager.latest_step()
-        if first is None:
+        if step is not None:
+            candidates = [step] if step in manager.all_steps() else []
+        else:
+            first = manager.best_step() if which == "best" else manager.latest_step()
+            others = sorted(set(manager.all_steps()) - {first}, reverse=True)
+            candidates = [] if first is None else [first, *others]
+        if not candidates:
             return None
         failures: dict[int, str] = {}
-        for step in [first, *sorted(set(manager.all_steps()) - {first}, reverse=True)]:
+        for candidate in candidates:
             try:
-                state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+                state = manager.restore(candidate, args=ocp.args.StandardRestore(abstract_state))
             except Exception as error:  # orbax/tensorstore raise many kinds for a damaged file
                 _drop_closed_loop_reports()
-                failures[step] = _first_line(error)
+                failures[candidate] = _first_line(error)
                 continue
             for bad, error in failures.items():
                 self._pass_over(manager, bad, error)
-            return step, state
+            return candidate, state
         errors = "; ".join(f"step {step}: {error}" for step, error in failures.items())
         raise ValueError(f"no readable checkpoint in {manager.directory} ({errors})")
 

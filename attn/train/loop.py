@@ -16,8 +16,10 @@ late.
 from __future__ import annotations
 
 import collections
+import functools
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -32,6 +34,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from attn import data, models
+from attn.models.options import with_values
 from attn.train import config as config_lib
 from attn.train import metrics as metrics_lib
 from attn.train import workdir as workdir_lib
@@ -74,9 +77,13 @@ class Experiment:
         model = models.build_model(
             checked.model, self.task, rngs=nnx.Rngs(params=seed, dropout=seed + 1)
         )
+        self.options = checked.model
         self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         self.tx, self.learning_rate = checked.optimizer, checked.learning_rate
-        self.base_rng = jax.random.key(seed + 2)
+        # What the train step takes as arguments rather than constants, so that a sweep can
+        # vmap it over trials (see attn.train.sweep.vmapped): the dropout key's base and the
+        # float model options that vary (none in a run of its own).
+        self.trial_values: dict[str, Any] = {"rng": jax.random.key(seed + 2), "model": {}}
         replicated = NamedSharding(self.mesh, P())
         self.state = jax.device_put(
             {"params": params, "opt_state": self.tx.init(params), "step": jnp.int32(0)}, replicated
@@ -104,28 +111,46 @@ class Experiment:
 
     # ------------------------------------------------------------------ pure steps
 
-    def model(self, params: Any) -> nnx.Module:
-        return nnx.merge(self.graphdef, params, self.rest)
+    def model(self, params: Any, model_values: dict[str, Any] | None = None) -> nnx.Module:
+        """The model with ``params``; ``model_values`` replace float options (dotted names, see
+        :func:`attn.models.options.float_values`), e.g. a vmapped trial's traced dropout rate."""
+        if not model_values:
+            # A copy: the step reseeds its dropout streams, which must not touch self.rest.
+            return nnx.merge(self.graphdef, params, self.rest, copy=True)
+        # Built anew around the traced values: their initial parameters are traced too, and
+        # XLA drops them as unused once `params` replace them.
+        options = with_values(self.options, model_values)
+        model = models.build_model(options, self.task, rngs=nnx.Rngs(params=0, dropout=1))
+        nnx.update(model, params)
+        return model
 
-    def _loss_sums(self, params: Any, batch: dict[str, jax.Array], rng: jax.Array):
-        model = self.model(params)
-        nnx.reseed(model, dropout=rng)
+    def _loss_sums(
+        self,
+        params: Any,
+        batch: dict[str, jax.Array],
+        rng: jax.Array,
+        model_values: dict[str, Any],
+    ):
+        model = self.model(params, model_values)
+        nnx.reseed(model, dropout=rng, policy=functools.partial(_stream_key, rng))
         logits = model(batch, deterministic=False)
         losses = optax.softmax_cross_entropy_with_integer_labels(
             logits.astype(jnp.float32), batch["targets"]
         )
         return jnp.sum(losses * batch["weights"]), jnp.sum(batch["weights"])
 
-    def _train_step_fn(self, state: dict[str, Any], batch: dict[str, jax.Array]):
+    def _train_step_fn(
+        self, state: dict[str, Any], batch: dict[str, jax.Array], trial_values: dict[str, Any]
+    ):
         steps = self.config.train.accumulation_steps
-        rng = jax.random.fold_in(self.base_rng, state["step"])
+        rng = jax.random.fold_in(trial_values["rng"], state["step"])
 
         def accumulate(carry, micro):
             grads, loss_sum, weight_sum = carry
             index, micro_batch = micro
             (micro_loss, micro_weight), micro_grads = jax.value_and_grad(
                 self._loss_sums, has_aux=True
-            )(state["params"], micro_batch, jax.random.fold_in(rng, index))
+            )(state["params"], micro_batch, jax.random.fold_in(rng, index), trial_values["model"])
             grads = jax.tree.map(jnp.add, grads, micro_grads)
             return (grads, loss_sum + micro_loss, weight_sum + micro_weight), None
 
@@ -169,16 +194,22 @@ class Experiment:
     def shard(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
         return jax.device_put(batch, NamedSharding(self.mesh, P("data")))
 
-    def restore(self, which: str = "latest", *, missing_ok: bool = False) -> int:
-        """Load the ``latest`` or ``best`` checkpoint into ``self.state``; returns its step.
+    def restore(
+        self, which: str = "latest", *, missing_ok: bool = False, step: int | None = None
+    ) -> int:
+        """Load the ``latest`` or ``best`` checkpoint (or ``step``'s) into ``self.state``;
+        returns its step.
 
         Without a checkpoint: step 0 (the initial state) if ``missing_ok``, else a ValueError.
         """
         abstract = jax.tree.map(ocp_abstract, self.state)
-        restored = self.checkpoints.restore(abstract, which=which)
+        restored = self.checkpoints.restore(abstract, which=which, step=step)
         if restored is None:
             if not missing_ok:
-                raise ValueError(f"no {which} checkpoint in {self.workdir / 'checkpoints' / which}")
+                wanted = which if step is None else f"step {step}"
+                raise ValueError(
+                    f"no {wanted} checkpoint in {self.workdir / 'checkpoints' / which}"
+                )
             return 0
         step, state = restored
         self.state = jax.device_put(state, NamedSharding(self.mesh, P()))
@@ -230,7 +261,7 @@ class Experiment:
         return self.model(params).sample(
             jnp.asarray([prompt], jnp.int32),
             self.config.train.sample_tokens,
-            jax.random.fold_in(self.base_rng, step),
+            jax.random.fold_in(self.trial_values["rng"], step),
         )
 
     def sample_text(self) -> str:
@@ -241,16 +272,28 @@ class Experiment:
         self.checkpoints.close()
 
 
+def _stream_key(rng: jax.Array, path: tuple, _key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """The key of the dropout stream at ``path``: ``rng`` folded with a hash of the path alone.
+
+    (nnx.reseed's default hands out keys in the order it meets the streams, so one more stream
+    shifts the others' masks: a module whose traced rate may be 0 keeps a stream that a
+    concrete 0 drops, and a vmapped trial would draw other masks than its run alone.)
+    """
+    if shape:
+        raise ValueError(f"dropout stream {path} holds keys of shape {shape}; expected one key")
+    return jax.random.fold_in(rng, zlib.crc32("/".join(map(str, path)).encode()) & 0x7FFFFFFF)
+
+
 def ocp_abstract(x: Any) -> Any:
     """Shape/dtype/sharding stand-in for restoring ``x``."""
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
 
 
-def _is_due(step: int, every: int, last: int) -> bool:
+def is_due(step: int, every: int, last: int) -> bool:
     return step == last or (every > 0 and step % every == 0)
 
 
-class _TrainLog:
+class TrainLog:
     """The host side of the train metrics, summed into one ``metrics.jsonl`` record per window.
 
     A step's values are read only once ``READ_BEHIND`` later steps are dispatched, so the
@@ -260,7 +303,8 @@ class _TrainLog:
 
     READ_BEHIND = 3
 
-    def __init__(self, experiment: Experiment, writer: MetricWriter, bar: tqdm):
+    def __init__(self, experiment: Experiment, writer: MetricWriter, bar: tqdm | None):
+        """``bar``: advanced once per step read (None: a caller keeps its own bar)."""
         self.experiment, self.writer, self.bar = experiment, writer, bar
         self.pending: collections.deque[tuple[int, dict[str, jax.Array], jax.Array]] = (
             collections.deque()
@@ -281,9 +325,9 @@ class _TrainLog:
         while self.pending:
             self._read(*self.pending.popleft())
         if not self.experiment._params_finite(self.experiment.state["params"]):
-            self._diverged(int(self.experiment.state["step"]), "the parameters became non-finite")
+            self.diverged(int(self.experiment.state["step"]), "the parameters became non-finite")
 
-    def _diverged(self, step: int, what: str) -> NoReturn:
+    def diverged(self, step: int, what: str) -> NoReturn:
         checkpoints = self.experiment.checkpoints
         raise NonFiniteLossError(
             f"{what} at step {step}; training stopped. The last good checkpoint (step "
@@ -293,9 +337,12 @@ class _TrainLog:
         )
 
     def _read(self, step: int, metrics: dict[str, jax.Array], finite: jax.Array) -> None:
-        values, finite = jax.device_get((metrics, finite))
+        self.take(step, *jax.device_get((metrics, finite)))
+
+    def take(self, step: int, values: dict[str, Any], finite: Any) -> None:
+        """Add step ``step``'s values read from the devices (raises if they are not finite)."""
         if not finite:
-            self._diverged(
+            self.diverged(
                 step,
                 f"loss became {values['loss']} (gradient norm {values['grad_norm']}); that update "
                 "was not applied",
@@ -303,7 +350,8 @@ class _TrainLog:
         for name, value in values.items():
             self.sums[name] = self.sums.get(name, 0.0) + float(value)
         self.count += 1
-        self.bar.update(1)
+        if self.bar is not None:
+            self.bar.update(1)
 
     def write(self, step: int) -> dict[str, float]:
         """The record of the steps since the last one, written to the logs; returns it."""
@@ -315,12 +363,13 @@ class _TrainLog:
             record["steps_per_second"] * self.experiment.config.data.batch_size
         )
         self.writer.write(step, "train", record)
-        self.bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
         self.sums, self.count, self.started = {}, 0, time.perf_counter()
         return record
 
 
-def _evaluate(experiment: Experiment, step: int, writer: MetricWriter) -> dict[str, Any]:
+def evaluate_and_log(experiment: Experiment, step: int, writer: MetricWriter) -> dict[str, Any]:
     """Evaluate, log and plot at ``step``; keep the state in ``best/`` if it is the best."""
     train = experiment.config.train
     evaluation = experiment.evaluate("test")
@@ -366,17 +415,19 @@ def _train(experiment: Experiment, start: int) -> dict[str, Any]:
     final: dict[str, Any] = {}
     writer = MetricWriter(workdir, resume_step=start)
     bar = tqdm(total=last, initial=start, desc=workdir.name, unit="step", dynamic_ncols=True)
-    log = _TrainLog(experiment, writer, bar)
+    log = TrainLog(experiment, writer, bar)
     batches = Prefetcher(lambda i: experiment.shard(task.train_batch(i)), range(start, last))
     try:
         with stop_requests() as stop, batches:
             step = start
             while step < last and not stop.is_set():
                 step += 1
-                experiment.state, *outputs = experiment._train_step(experiment.state, next(batches))
+                experiment.state, *outputs = experiment._train_step(
+                    experiment.state, next(batches), experiment.trial_values
+                )
                 log.dispatched(step, *outputs)
                 log_due, eval_due, save_due = (
-                    _is_due(step, every, last)
+                    is_due(step, every, last)
                     for every in (train.log_every, train.eval_every, train.checkpoint_every)
                 )
                 if log_due or eval_due or save_due:
@@ -384,7 +435,7 @@ def _train(experiment: Experiment, start: int) -> dict[str, Any]:
                 if log_due:
                     final["train"] = log.write(step)
                 if eval_due:
-                    final["eval"] = _evaluate(experiment, step, writer)
+                    final["eval"] = evaluate_and_log(experiment, step, writer)
                 if save_due:
                     experiment.checkpoints.save(step, experiment.state)
             if step < last:  # stopped by Ctrl-C
@@ -418,6 +469,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             final = _train(experiment, start)
         finally:
             experiment.close()
+    return report_run(config, workdir, final, start)
+
+
+def report_run(
+    config: ml_collections.ConfigDict, workdir: Path, final: dict[str, Any], start: int
+) -> dict[str, Any]:
+    """``final`` (the last train and eval records of a run that started at step ``start``) with
+    the best eval record added from the logs, printed in one line."""
     train = config.train
     if "eval" not in final and start >= train.num_steps:
         final["eval"] = next(

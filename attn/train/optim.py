@@ -3,7 +3,8 @@
 ``optim.name`` is any optax optimizer (``"adamw"``, ``"lion"``, ...); its keyword arguments come
 from ``optim.kwargs``. The learning rate lives in the optimizer state as an array
 (``optax.inject_hyperparams``) so sweeps can vmap over it; the schedule named by
-``optim.schedule`` multiplies it (schedules are written as multipliers: peak 1.0). A
+``optim.schedule`` multiplies it (schedules are written as multipliers: peak 1.0). So do the
+other numeric ``optim.kwargs`` and the gradient-clip norm. A
 schedule's run length follows ``train.num_steps`` unless ``optim.schedule_kwargs`` sets it,
 so shortening or lengthening a run keeps the schedule's shape.
 """
@@ -78,7 +79,11 @@ def build_optimizer(
         raise ValueError(f"optim.kwargs: optax.{optim.name}({hyperparameters}): {error}") from None
     parts = []
     if optim.grad_clip_norm:
-        parts.append(optax.clip_by_global_norm(optim.grad_clip_norm))
+        # Injected like the learning rate: the clip norm is an array in the state, so trials
+        # that differ only in it share one vmapped program.
+        parts.append(
+            optax.inject_hyperparams(optax.clip_by_global_norm)(max_norm=optim.grad_clip_norm)
+        )
     parts += [inner, optax.scale_by_schedule(schedule)]
 
     def learning_rate(step: int) -> float:

@@ -45,8 +45,8 @@ def test_the_next_step_is_dispatched_before_a_steps_metrics_are_read(tmp_path, m
         build(self, *args, **kwargs)
         compiled = self._train_step
 
-        def step(state, batch):
-            state, *outputs = compiled(state, batch)
+        def step(state, batch, trial_values):
+            state, *outputs = compiled(state, batch, trial_values)
             number = len([kind for kind, _ in events if kind == "dispatch"]) + 1
             events.append(("dispatch", number))
             losses[number] = float(np.asarray(outputs[0]["loss"]))  # for the test alone
@@ -87,11 +87,15 @@ def test_the_compiled_step_refuses_a_non_finite_update(tmp_path):
     before = jax.device_get(experiment.state)
 
     poisoned = {**batch, "weights": np.full_like(batch["weights"], np.nan)}
-    state, metrics, finite = experiment._train_step(experiment.state, experiment.shard(poisoned))
+    state, metrics, finite = experiment._train_step(
+        experiment.state, experiment.shard(poisoned), experiment.trial_values
+    )
     assert not finite and np.isnan(metrics["loss"])
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(state), before)
 
-    state, metrics, finite = experiment._train_step(state, experiment.shard(batch))
+    state, metrics, finite = experiment._train_step(
+        state, experiment.shard(batch), experiment.trial_values
+    )
     assert finite and np.isfinite(metrics["loss"]) and int(state["step"]) == 1
     experiment.close()
 
