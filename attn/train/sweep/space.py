@@ -25,6 +25,7 @@ import numpy as np
 
 __all__ = [
     "Choice",
+    "Draws",
     "LogUniform",
     "Uniform",
     "choice",
@@ -126,7 +127,14 @@ def grid(axes: Mapping[str, Sequence[Any]] | None = None, **more: Sequence[Any])
     ]
 
 
-def random(n: int, *, seed: int, axes: Mapping[str, Any] | None = None, **more: Any) -> list[Trial]:
+class Draws(list):
+    """The trials of :func:`random` and, as ``.distributions``, what they were drawn from (key ->
+    distribution or fixed value): ``attn sweep --search`` samples those instead."""
+
+    distributions: dict[str, Any]
+
+
+def random(n: int, *, seed: int, axes: Mapping[str, Any] | None = None, **more: Any) -> Draws:
     """``n`` trials, each key drawn from its distribution (:func:`loguniform`, :func:`uniform`,
     :func:`choice`; a plain value is fixed) by a generator seeded with ``seed``: the same list
     on every call."""
@@ -134,13 +142,15 @@ def random(n: int, *, seed: int, axes: Mapping[str, Any] | None = None, **more: 
         raise ValueError(f"random: n must be a positive int, got {n!r}")
     merged = _axes(axes, more)
     rng = np.random.default_rng(seed)
-    return [
+    draws = Draws(
         {
             key: value.sample(rng) if isinstance(value, Distribution) else value
             for key, value in merged.items()
         }
         for _ in range(n)
-    ]
+    )
+    draws.distributions = merged
+    return draws
 
 
 def trial_id(overrides: Mapping[str, Any]) -> str:
