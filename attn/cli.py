@@ -3,6 +3,7 @@
 attn run experiments/dates.py[:smoke] --workdir workdirs/dates [--config.KEY=VALUE ...]
 attn eval --workdir workdirs/dates [--split test] [--checkpoint best]
 attn plot --workdir workdirs/dates [--text "3rd of March 2021"] [--examples 2]
+attn sweep experiments/reverse.py:smoke --workdir workdirs/sweep [--config.KEY=VALUE ...]
 attn bench --lengths 1024 4096 --implementations dense chunked jax.nn [--out FILE] (see --help)
 
 Errors in what was asked (a bad argument or config key, an unusable workdir) print one line and
@@ -62,6 +63,52 @@ def _parser() -> argparse.ArgumentParser:
         "--workdir",
         required=True,
         help="where config.json, metrics.jsonl, checkpoints/ and plots/ go",
+    )
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="run every trial of an experiment's sweep() (vmapped where it can), then summarize",
+        description="Run the trials that CONFIG's sweep(ARG) lists (dotted overrides on its "
+        "get_config(ARG) and on --config.KEY=VALUE), each in WORKDIR/trials/<id>/ (a normal run "
+        "workdir: attn eval/plot work on it). Trials that differ only in seeds, optimizer "
+        "numbers and float model options train K at a time in one vmapped program. Running "
+        "again skips finished trials, resumes partial ones and retries failed ones. Writes "
+        "WORKDIR/sweep.jsonl, results.md and plots/. Several machines share a sweep through "
+        "--storage postgresql://...",
+    )
+    sweep.add_argument("config", help="experiment file with a sweep(arg=None) function")
+    sweep.add_argument("--workdir", required=True, help="the sweep's directory")
+    sweep.add_argument(
+        "--max-trials-per-program",
+        type=int,
+        default=8,
+        help="most trials vmapped in one compiled program (default 8; 1: one run at a time)",
+    )
+    sweep.add_argument(
+        "--max-retries", type=int, default=1, help="retries of a failed trial (default 1)"
+    )
+    sweep.add_argument(
+        "--storage",
+        help="Optuna storage shared by the workers: postgresql://... for many machines "
+        "(default: a journal file WORKDIR/optuna.journal)",
+    )
+    sweep.add_argument(
+        "--search",
+        choices=("tpe",),
+        help="let Optuna's TPE sampler propose --trials trials over sweep()'s distributions "
+        "(sweep must return attn.train.sweep.random draws), pruned by the median rule",
+    )
+    sweep.add_argument("--trials", type=int, help="how many trials --search proposes")
+    sweep.add_argument(
+        "--shard", help="i/n: run only the i-th of n shares of the trials, without a study"
+    )
+    sweep.add_argument(
+        "--print-commands",
+        action="store_true",
+        help="print one `attn run` command per trial (for Slurm arrays and other schedulers)",
+    )
+    sweep.add_argument(
+        "--summarize", action="store_true", help="only write the summary of the trials so far"
     )
 
     for name, text in (
@@ -127,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args.config, args.workdir, extra)
+        if args.command == "sweep":
+            return _sweep(args, _split_overrides(extra))
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "plot" and args.examples < 1:
@@ -174,6 +223,45 @@ def _run(config_spec: str, workdir: str, extra: list[str]) -> int:
             file=sys.stderr,
         )
         return INTERRUPTED
+    return 0
+
+
+def _sweep(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
+    """``attn sweep``: 0 when every trial ended (done, failed or pruned), 130 on Ctrl-C."""
+    from attn.train import TrainingInterrupted, load_config
+    from attn.train.sweep import runner, study
+    from attn.train.sweep.trials import load_trials
+
+    if (args.search is None) != (args.trials is None):
+        raise ValueError("--search and --trials go together")
+    if args.print_commands:
+        trials = load_trials(args.config, overrides)
+        if args.shard:
+            trials = study.shard(trials, *study.parse_shard(args.shard))
+        print("\n".join(study.command_lines(args.config, args.workdir, trials, overrides)))
+        return 0
+    if args.summarize:
+        train = load_config(args.config).train
+        print(runner.summarize(Path(args.workdir), train.best_metric, train.best_mode))
+        return 0
+    try:
+        table = runner.run_sweep(
+            args.config,
+            Path(args.workdir),
+            overrides,
+            max_trials_per_program=args.max_trials_per_program,
+            max_retries=args.max_retries,
+            storage=args.storage,
+            search_trials=args.trials,
+            shard=study.parse_shard(args.shard) if args.shard else None,
+        )
+    except (TrainingInterrupted, KeyboardInterrupt) as interrupted:
+        print(
+            f"attn sweep: {interrupted or 'interrupted'}; run the same command to go on",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    print(table)
     return 0
 
 

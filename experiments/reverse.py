@@ -11,6 +11,7 @@ Expected: 100% sequence accuracy on the test split.
 """
 
 from attn.train.config import base_config, shorten_for_smoke
+from attn.train.sweep import grid
 
 ARGS = ("smoke",)
 
@@ -30,3 +31,11 @@ def get_config(arg: str | None = None):
         config.data.update(batch_size=8, num_train=64, num_test=16)
         shorten_for_smoke(config, num_steps=6)
     return config
+
+
+def sweep(arg: str | None = None):
+    """Learning rate x seed: ``attn sweep experiments/reverse.py[:smoke] --workdir W`` (the
+    smoke grid is 2 x 2, vmapped as one program of 4 trials)."""
+    rates = [1e-3, 3e-3] if arg == "smoke" else [1e-3, 3e-3, 1e-2]
+    seeds = [0, 1] if arg == "smoke" else [0, 1, 2]
+    return grid(**{"optim.learning_rate": rates, "train.seed": seeds})

@@ -20,6 +20,7 @@ import functools
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -48,6 +49,14 @@ from attn.train.writer import MetricWriter, read_metrics
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss or update; it was not applied and the last good
     checkpoint is kept."""
+
+
+class StoppedByCallback(RuntimeError):
+    """``on_eval`` asked the run to stop (a sweep's pruner); what was saved stays."""
+
+
+# Called after each evaluation with (step, eval record); True stops the run.
+EvalCallback = Callable[[int, dict[str, Any]], bool]
 
 
 class Experiment:
@@ -405,7 +414,9 @@ def _save_and_stop(experiment: Experiment, step: int) -> NoReturn:
     )
 
 
-def _train(experiment: Experiment, start: int) -> dict[str, Any]:
+def _train(
+    experiment: Experiment, start: int, on_eval: EvalCallback | None = None
+) -> dict[str, Any]:
     """Steps ``start + 1 ..`` with their logs, evaluations and checkpoints; the last records.
 
     On Ctrl-C: a checkpoint of the last finished step, then :class:`TrainingInterrupted`.
@@ -436,6 +447,10 @@ def _train(experiment: Experiment, start: int) -> dict[str, Any]:
                     final["train"] = log.write(step)
                 if eval_due:
                     final["eval"] = evaluate_and_log(experiment, step, writer)
+                    if on_eval is not None and on_eval(step, final["eval"]):
+                        if save_due:
+                            experiment.checkpoints.save(step, experiment.state)
+                        raise StoppedByCallback(f"stopped after the evaluation of step {step}")
                 if save_due:
                     experiment.checkpoints.save(step, experiment.state)
             if step < last:  # stopped by Ctrl-C
@@ -447,14 +462,20 @@ def _train(experiment: Experiment, start: int) -> dict[str, Any]:
     return final
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    on_eval: EvalCallback | None = None,
+) -> dict[str, Any]:
     """Train ``config`` in ``workdir`` (resuming if it holds checkpoints); return final metrics.
 
     The workdir gets ``config.json``, ``metrics.jsonl``, ``tensorboard/``, ``checkpoints/``
     (``latest/`` for resuming, ``best/`` by ``train.best_metric``) and ``plots/``. The run holds
     the workdir's lock throughout, and resumes only if ``config`` differs from the saved one in
     run-length and logging keys alone (see :mod:`attn.train.workdir`). Raises
-    :class:`TrainingInterrupted` (after saving a checkpoint) on Ctrl-C.
+    :class:`TrainingInterrupted` (after saving a checkpoint) on Ctrl-C, and
+    :class:`StoppedByCallback` when ``on_eval(step, eval_record)`` returns True.
     """
     checked = config_lib.validate(config)  # before the workdir is touched
     workdir = Path(workdir)
@@ -466,7 +487,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         try:
             config_lib.save_json(config, config_path)
             start = experiment.restore(missing_ok=True)
-            final = _train(experiment, start)
+            final = _train(experiment, start, on_eval)
         finally:
             experiment.close()
     return report_run(config, workdir, final, start)
@@ -482,7 +503,7 @@ def report_run(
         final["eval"] = next(
             (r for r in reversed(read_metrics(workdir)) if r["split"] == "eval"), {}
         )
-    best = _best_record(read_metrics(workdir), train.best_metric, train.best_mode)
+    best = best_record(read_metrics(workdir), train.best_metric, train.best_mode)
     final["best"] = best
     print(
         f"done: {workdir} | best eval {train.best_metric} = "
@@ -493,7 +514,9 @@ def report_run(
     return final
 
 
-def _best_record(records: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any]:
+def best_record(records: list[dict[str, Any]], metric: str, mode: str) -> dict[str, Any]:
+    """The eval record of ``records`` (``metrics.jsonl`` rows) with the best ``metric`` by
+    ``mode`` (``"max"`` or ``"min"``); ``{}`` if none has it."""
     scored = [r for r in records if r["split"] == "eval" and metric in r]
     if not scored:
         return {}

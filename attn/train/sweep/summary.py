@@ -68,7 +68,7 @@ def _results_table(records: Sequence[TrialRecord], metric: str, mode: str) -> st
         rows.append((mean, std, len(members), display_name(dict(setting)) or "(base)", seconds))
     rows.sort(key=lambda row: row[0], reverse=(mode == "max"))
     lines = [
-        f"| setting | best {metric} (mean ± std) | seeds | wall s / trial |",
+        f"| setting | best {metric} (mean ± std) | seeds | program wall s |",
         "|:---|---:|---:|---:|",
     ]
     for mean, std, count, name, seconds in rows:

@@ -19,7 +19,7 @@ import ml_collections
 from attn.train import config as config_lib
 from attn.train.sweep.space import display_name, trial_id
 
-__all__ = ["Trial", "load_trials", "trial_config"]
+__all__ = ["Trial", "load_sweep", "load_trials", "make_trial", "trial_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +56,24 @@ def trial_config(
     return config
 
 
-def load_trials(spec: str, command_line: Sequence[tuple[str, str]] = ()) -> list[Trial]:
-    """The trials of ``FILE.py[:ARG]``'s ``sweep(ARG)`` on top of its ``get_config(ARG)`` and the
-    command line's overrides; every trial's config is validated (a bad key or value fails here,
-    naming the trial). Duplicate trials are dropped."""
+def make_trial(base: ml_collections.ConfigDict, overrides: dict[str, Any]) -> Trial:
+    """The trial of ``overrides`` on ``base``, its config validated (``ValueError`` naming the
+    trial otherwise)."""
+    name = display_name(overrides)
+    try:
+        config = trial_config(base, overrides)
+        checked = config_lib.validate(config)
+    except ValueError as error:
+        raise ValueError(f"sweep trial {name}: {error}") from None
+    return Trial(trial_id(overrides), name, dict(overrides), config, checked)
+
+
+def load_sweep(
+    spec: str, command_line: Sequence[tuple[str, str]] = ()
+) -> tuple[ml_collections.ConfigDict, list[dict[str, Any]]]:
+    """``FILE.py[:ARG]``'s ``get_config(ARG)`` with the command line's overrides, and the list
+    its ``sweep(ARG)`` returns (unchecked; a :class:`~attn.train.sweep.space.Draws` keeps its
+    distributions)."""
     base = config_lib.load_config(spec)
     for key, value in command_line:
         config_lib.apply_override(base, key, value)
@@ -69,14 +83,16 @@ def load_trials(spec: str, command_line: Sequence[tuple[str, str]] = ()) -> list
         raise ValueError(f"{path}: sweep() must return a list of dicts of overrides")
     if not overrides_list:
         raise ValueError(f"{path}: sweep() returned no trials")
+    return base, overrides_list
+
+
+def load_trials(spec: str, command_line: Sequence[tuple[str, str]] = ()) -> list[Trial]:
+    """The trials of ``FILE.py[:ARG]``'s ``sweep(ARG)`` on top of its ``get_config(ARG)`` and the
+    command line's overrides; every trial's config is validated (a bad key or value fails here,
+    naming the trial). Duplicate trials are dropped."""
+    base, overrides_list = load_sweep(spec, command_line)
     trials: dict[str, Trial] = {}
     for overrides in overrides_list:
-        name = display_name(overrides)
-        try:
-            config = trial_config(base, overrides)
-            checked = config_lib.validate(config)
-        except ValueError as error:
-            raise ValueError(f"sweep trial {name}: {error}") from None
-        identifier = trial_id(overrides)
-        trials.setdefault(identifier, Trial(identifier, name, dict(overrides), config, checked))
+        trial = make_trial(base, overrides)
+        trials.setdefault(trial.id, trial)
     return list(trials.values())

@@ -18,7 +18,7 @@ import collections
 import contextlib
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,10 @@ from attn.train import config as config_lib
 from attn.train import workdir as workdir_lib
 from attn.train.interrupt import TrainingInterrupted, stop_requests
 from attn.train.loop import (
+    EvalCallback,
     Experiment,
     NonFiniteLossError,
+    StoppedByCallback,
     TrainLog,
     evaluate_and_log,
     is_due,
@@ -48,8 +50,8 @@ from attn.train.writer import MetricWriter
 __all__ = ["Outcome", "program_mesh", "train_program"]
 
 # What a trial's run ended with: its final records (as train_and_evaluate returns them), or
-# the error that stopped it (a diverged trial stops; the others go on).
-Outcome = dict[str, Any] | NonFiniteLossError
+# what stopped it (a diverged or pruned trial stops; the others go on).
+Outcome = dict[str, Any] | NonFiniteLossError | StoppedByCallback
 
 
 def program_mesh(num_trials: int) -> jax.sharding.Mesh:
@@ -123,7 +125,7 @@ class _Program:
             for e, writer in zip(self.experiments, self.writers, strict=True)
         ]
         self.active = list(range(len(self.experiments)))
-        self.failures: dict[int, NonFiniteLossError] = {}
+        self.failures: dict[int, NonFiniteLossError | StoppedByCallback] = {}
         self.pending: collections.deque = collections.deque()
 
     def batch(self, step: int) -> dict[str, jax.Array]:
@@ -134,7 +136,8 @@ class _Program:
         stacked = {name: np.stack([b[name] for b in batches]) for name in batches[0]}
         return jax.device_put(stacked, NamedSharding(self.mesh, P("trial", "data")))
 
-    def _fail(self, index: int, error: NonFiniteLossError) -> None:
+    def stop(self, index: int, error: NonFiniteLossError | StoppedByCallback) -> None:
+        """Trial ``index`` takes no further part (its slice is still computed, and ignored)."""
         self.failures[index] = error
         self.active.remove(index)
         tqdm.write(f"{self.experiments[index].workdir.name}: {error}", file=sys.stderr)
@@ -145,7 +148,7 @@ class _Program:
             try:
                 self.logs[index].take(step, {k: v[index] for k, v in values.items()}, finite[index])
             except NonFiniteLossError as error:
-                self._fail(index, error)
+                self.stop(index, error)
 
     def dispatch(self, step: int, batch: dict[str, jax.Array]) -> None:
         self.state, metrics, finite = self._step(self.state, batch, self.trial_values)
@@ -164,7 +167,7 @@ class _Program:
                 try:
                     self.logs[index].diverged(step, "the parameters became non-finite")
                 except NonFiniteLossError as error:
-                    self._fail(index, error)
+                    self.stop(index, error)
 
     def hand_over(self, index: int) -> Experiment:
         """Trial ``index``'s experiment holding its slice of the stacked state."""
@@ -179,9 +182,14 @@ class _Program:
             writer.close()
 
 
-def _train_together(experiments: Sequence[Experiment], start: int) -> list[Outcome]:
+def _train_together(
+    experiments: Sequence[Experiment],
+    start: int,
+    on_eval: Sequence[EvalCallback | None],
+) -> list[Outcome]:
     """Steps ``start + 1 ..`` of every trial (the same run length and logging steps); each
-    trial's last records, or its error."""
+    trial's last records, or what stopped it. ``on_eval[i]`` is trial i's callback (see
+    :func:`attn.train.train_and_evaluate`)."""
     train = experiments[0].config.train
     last = train.num_steps
     program = _Program(experiments, start)
@@ -208,7 +216,7 @@ def _train_together(experiments: Sequence[Experiment], start: int) -> list[Outco
                 if not (log_due or eval_due or save_due):
                     continue
                 program.flush()
-                for index in program.active:
+                for index in list(program.active):
                     if log_due:
                         finals[index]["train"] = program.logs[index].write(step)
                     if eval_due or save_due:
@@ -219,6 +227,10 @@ def _train_together(experiments: Sequence[Experiment], start: int) -> list[Outco
                         )
                     if save_due:
                         experiment.checkpoints.save(step, experiment.state)
+                    callback = on_eval[index]
+                    if eval_due and callback is not None and callback(step, finals[index]["eval"]):
+                        message = f"stopped after the evaluation of step {step}"
+                        program.stop(index, StoppedByCallback(message))
             if step < last and program.active:  # stopped by Ctrl-C
                 program.flush()
                 tqdm.write(
@@ -241,9 +253,15 @@ def _train_together(experiments: Sequence[Experiment], start: int) -> list[Outco
     return [program.failures.get(index, final) for index, final in enumerate(finals)]
 
 
-def train_program(trials: Sequence[Trial], root: Path) -> dict[str, Outcome]:
+def train_program(
+    trials: Sequence[Trial],
+    root: Path,
+    *,
+    on_eval: Mapping[str, EvalCallback] | None = None,
+) -> dict[str, Outcome]:
     """Train ``trials`` (of one program key, see :mod:`attn.train.sweep.groups`) vmapped, each
     in ``root/trials/<id>/``, resuming them together; returns each trial's outcome by id.
+    ``on_eval`` maps a trial id to its callback after each evaluation (True: stop that trial).
 
     Holds every trial's workdir lock; a trial whose config differs from its workdir's saved one
     beyond the resumable keys fails before anything is built (as ``attn run`` would).
@@ -260,10 +278,11 @@ def train_program(trials: Sequence[Trial], root: Path) -> dict[str, Outcome]:
             stack.callback(experiments[-1].close)
             config_lib.save_json(trial.config, workdir / workdir_lib.CONFIG_FILE)
         start = _restore_together(experiments)
-        outcomes = _train_together(experiments, start)
+        callbacks = [(on_eval or {}).get(trial.id) for trial in trials]
+        outcomes = _train_together(experiments, start, callbacks)
     return {
         trial.id: outcome
-        if isinstance(outcome, NonFiniteLossError)
+        if isinstance(outcome, NonFiniteLossError | StoppedByCallback)
         else report_run(trial.config, workdir, outcome, start)
         for trial, workdir, outcome in zip(trials, workdirs, outcomes, strict=True)
     }
