@@ -14,6 +14,7 @@ cores (measured numbers in BUILD_NOTES.md).
 """
 
 from attn.train.config import base_config, shorten_for_smoke
+from attn.train.sweep import loguniform, random, uniform
 
 ARGS = ("smoke",)
 
@@ -34,3 +35,13 @@ def get_config(arg: str | None = None):
         config.model.update(embed_features=8, hidden_features=16)
         shorten_for_smoke(config)
     return config
+
+
+def sweep(arg: str | None = None):
+    """Eight reproducible draws of learning rate and embedding/readout dropout, each trial one
+    vmapped program's member: ``attn sweep experiments/dates.py[:smoke] --workdir W``."""
+    return random(
+        4 if arg == "smoke" else 8,
+        seed=0,
+        **{"optim.learning_rate": loguniform(1e-3, 1e-2), "model.dropout_rate": uniform(0.0, 0.3)},
+    )

@@ -13,6 +13,7 @@ Expected: >= 99% query accuracy at sequence length 64 with 8 pairs (measured in 
 """
 
 from attn.train.config import base_config, shorten_for_smoke
+from attn.train.sweep import grid
 
 ARGS = ("smoke",)
 
@@ -42,3 +43,17 @@ def get_config(arg: str | None = None):
         config.data.update(batch_size=8, num_train=64, num_validation=16, num_test=16)
         shorten_for_smoke(config)
     return config
+
+
+def sweep(arg: str | None = None):
+    """Learning rate x weight decay x seed: ``attn sweep experiments/mqar.py[:smoke] --workdir W``
+    (the full grid is 12 trials: one program of 8 and one of 4)."""
+    if arg == "smoke":
+        return grid(**{"optim.learning_rate": [1e-3, 3e-3], "train.seed": [0, 1]})
+    return grid(
+        **{
+            "optim.learning_rate": [3e-4, 1e-3, 3e-3],
+            "optim.kwargs": [{"weight_decay": 0.0}, {"weight_decay": 0.1}],
+            "train.seed": [0, 1],
+        }
+    )
