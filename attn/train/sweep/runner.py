@@ -31,7 +31,7 @@ from attn.train.sweep import study as study_lib
 from attn.train.sweep.groups import plan_programs, program_key
 from attn.train.sweep.summary import TrialRecord, write_summary
 from attn.train.sweep.trials import Trial, load_sweep, make_trial
-from attn.train.sweep.vmapped import train_program
+from attn.train.sweep.vmapped import ProgramTooLarge, train_program
 from attn.train.writer import read_metrics
 
 __all__ = ["STATUS_FILE", "read_records", "run_sweep", "summarize"]
@@ -116,6 +116,12 @@ def _run_program(
                 outcomes = {trial.id: error}
         else:
             outcomes = train_program(program, workdir, on_eval=callbacks)
+    except ProgramTooLarge as error:  # nothing ran: run it in smaller programs
+        tqdm.write(f"program {group}: {error}; running {error.fits} at a time")
+        results = {}
+        for start in range(0, len(program), error.fits):
+            results.update(_run_program(program[start : start + error.fits], workdir, callbacks))
+        return results
     except (KeyboardInterrupt, TrainingInterrupted):
         for trial in program:
             _write_status(workdir, trial, "interrupted", group=group, size=len(program))

@@ -47,7 +47,15 @@ from attn.train.prefetch import Prefetcher
 from attn.train.sweep.trials import Trial
 from attn.train.writer import MetricWriter
 
-__all__ = ["Outcome", "program_mesh", "train_program"]
+__all__ = [
+    "MEMORY_HEADROOM",
+    "Outcome",
+    "ProgramTooLarge",
+    "check_memory",
+    "device_memory_limit",
+    "program_mesh",
+    "train_program",
+]
 
 # What a trial's run ended with: its final records (as train_and_evaluate returns them), or
 # what stopped it (a diverged or pruned trial stops; the others go on).
@@ -64,6 +72,46 @@ def program_mesh(num_trials: int) -> jax.sharding.Mesh:
         ("trial", "data"),
         axis_types=(jax.sharding.AxisType.Auto,) * 2,
     )
+
+
+class ProgramTooLarge(RuntimeError):
+    """K trials' compiled program needs more device memory than there is; ``fits`` trials
+    would (by the program's own memory analysis, which grows about linearly in K)."""
+
+    def __init__(self, num_trials: int, needed: int, limit: int, fits: int):
+        super().__init__(
+            f"{num_trials} vmapped trials need {needed / 2**30:.2f} GiB per device of "
+            f"{limit / 2**30:.2f} GiB; {fits} fit"
+        )
+        self.fits = fits
+
+
+MEMORY_HEADROOM = 0.9  # of the device's memory a program may plan to use
+
+
+def device_memory_limit() -> int | None:
+    """Bytes of memory of a local device, or None where the backend does not say (CPU)."""
+    stats = jax.local_devices()[0].memory_stats()
+    return (stats or {}).get("bytes_limit")
+
+
+def check_memory(compiled: jax.stages.Compiled, num_trials: int) -> None:
+    """Raise :class:`ProgramTooLarge` if ``compiled`` (a program of ``num_trials`` trials)
+    needs more than :data:`MEMORY_HEADROOM` of a device's memory."""
+    limit = device_memory_limit()
+    analysis = compiled.memory_analysis()
+    if not limit or analysis is None:
+        return
+    needed = (
+        analysis.argument_size_in_bytes
+        + analysis.output_size_in_bytes
+        + analysis.temp_size_in_bytes
+        - analysis.alias_size_in_bytes
+    )
+    budget = MEMORY_HEADROOM * limit
+    if needed > budget:
+        fits = max(1, int(num_trials * budget / needed))
+        raise ProgramTooLarge(num_trials, needed, limit, min(fits, num_trials - 1))
 
 
 def _stack(trees: Sequence[Any]) -> Any:
@@ -115,9 +163,13 @@ class _Program:
         # Trials with one data seed read the same batches: read them once.
         self.shared_batches = len({e.config.data.seed for e in self.experiments}) == 1
         batch_axis = None if self.shared_batches else 0
-        self._step = jax.jit(
+        step = jax.jit(
             jax.vmap(template._train_step_fn, in_axes=(0, batch_axis, 0)), donate_argnums=0
         )
+        # Compiled now, before anything is written: its memory analysis says whether K trials
+        # fit on the devices.
+        self._step = step.lower(self.state, self.batch(start), self.trial_values).compile()
+        check_memory(self._step, len(self.experiments))
         self._params_finite = jax.jit(jax.vmap(Experiment._all_finite))
         self.writers = [MetricWriter(e.workdir, resume_step=start) for e in self.experiments]
         self.logs = [
@@ -264,7 +316,8 @@ def train_program(
     ``on_eval`` maps a trial id to its callback after each evaluation (True: stop that trial).
 
     Holds every trial's workdir lock; a trial whose config differs from its workdir's saved one
-    beyond the resumable keys fails before anything is built (as ``attn run`` would).
+    beyond the resumable keys fails before anything is built (as ``attn run`` would). Raises
+    :class:`ProgramTooLarge` before the first step if the program does not fit in memory.
     """
     workdirs = [Path(root) / "trials" / trial.id for trial in trials]
     with contextlib.ExitStack() as stack:
