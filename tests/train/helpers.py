@@ -69,3 +69,20 @@ def run_command(workdir: Path, *overrides: str) -> list[str]:
         str(workdir),
         *overrides,
     ]
+
+
+def sweep_experiment(directory: Path, axes: dict) -> Path:
+    """An experiment file in ``directory``: reverse's config (and :smoke) with a sweep() of
+    ``grid(**axes)`` (``axes`` written as a Python literal)."""
+    path = directory / "sweep_experiment.py"
+    path.write_text(
+        "import importlib.util\n"
+        "from attn.train.sweep import grid\n"
+        f"spec = importlib.util.spec_from_file_location('reverse', {REVERSE!r})\n"
+        "reverse = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(reverse)\n"
+        "ARGS, get_config = reverse.ARGS, reverse.get_config\n"
+        "def sweep(arg=None):\n"
+        f"    return grid(**{axes!r})\n"
+    )
+    return path

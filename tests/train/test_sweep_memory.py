@@ -8,6 +8,8 @@ import pytest
 
 from attn.train.sweep import runner, vmapped
 
+from .helpers import sweep_experiment
+
 
 def compiled_needing(argument, output, temp, alias=0):
     analysis = types.SimpleNamespace(
@@ -34,17 +36,7 @@ def test_check_memory(monkeypatch):
 
 @pytest.mark.slow
 def test_a_program_that_does_not_fit_runs_smaller(tmp_path, monkeypatch):
-    experiment = tmp_path / "two.py"
-    experiment.write_text(
-        "from attn.train.sweep import grid\n"
-        "from experiments_reverse import get_config  # noqa: F401\n"
-        "ARGS = ('smoke',)\n"
-        "def sweep(arg=None):\n"
-        "    return grid(**{'optim.learning_rate': [1e-3, 3e-3]})\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    reverse = (vmapped.Path(__file__).parents[2] / "experiments" / "reverse.py").read_text()
-    (tmp_path / "experiments_reverse.py").write_text(reverse)
+    experiment = sweep_experiment(tmp_path, {"optim.learning_rate": [1e-3, 3e-3]})
     monkeypatch.setattr(vmapped, "device_memory_limit", lambda: 1)  # nothing fits
     table = runner.run_sweep(f"{experiment}:smoke", tmp_path / "sweep", [("train.num_steps", "2")])
     statuses = [

@@ -9,6 +9,7 @@ command takes its share. Each trial's ``trial.json`` records its status for the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -29,24 +30,14 @@ from attn.train.loop import (
 )
 from attn.train.sweep import study as study_lib
 from attn.train.sweep.groups import plan_programs, program_key
+from attn.train.sweep.pool import device_slots, run_in_pool
+from attn.train.sweep.status import STATUS_FILE, read_status, write_status
 from attn.train.sweep.summary import TrialRecord, write_summary
 from attn.train.sweep.trials import Trial, load_sweep, make_trial
 from attn.train.sweep.vmapped import ProgramTooLarge, train_program
 from attn.train.writer import read_metrics
 
-__all__ = ["STATUS_FILE", "read_records", "run_sweep", "summarize"]
-
-STATUS_FILE = "trial.json"
-
-
-def _write_status(workdir: Path, trial: Trial, status: str, **fields: Any) -> None:
-    directory = workdir / "trials" / trial.id
-    directory.mkdir(parents=True, exist_ok=True)
-    record = {"id": trial.id, "name": trial.name, "overrides": trial.overrides, "status": status}
-    text = json.dumps({**record, **fields}, default=repr, indent=1)
-    temporary = directory / f".{STATUS_FILE}.tmp"
-    temporary.write_text(text)
-    temporary.replace(directory / STATUS_FILE)
+__all__ = ["read_records", "run_sweep", "summarize"]
 
 
 def read_records(workdir: Path) -> list[TrialRecord]:
@@ -99,7 +90,7 @@ def _run_program(
     trial's ``(status, best value, error)``."""
     group = program_key(program[0])
     for trial in program:
-        _write_status(workdir, trial, "running", group=group, size=len(program))
+        write_status(workdir, trial, "running", group=group, size=len(program))
     started = time.perf_counter()
     try:
         if len(program) == 1:
@@ -124,7 +115,7 @@ def _run_program(
         return results
     except (KeyboardInterrupt, TrainingInterrupted):
         for trial in program:
-            _write_status(workdir, trial, "interrupted", group=group, size=len(program))
+            write_status(workdir, trial, "interrupted", group=group, size=len(program))
         raise
     except Exception as error:  # the program failed as a whole: every trial in it failed
         message = "".join(traceback.format_exception_only(error)).strip()
@@ -143,7 +134,7 @@ def _run_program(
             status, value, error = "done", outcome["best"].get(metric), None
             if value is None:
                 status, error = "failed", f"no eval record of {metric}"
-        _write_status(
+        write_status(
             workdir,
             trial,
             status,
@@ -156,18 +147,31 @@ def _run_program(
     return results
 
 
+@dataclasses.dataclass(frozen=True)
+class _Sweep:
+    """What every batch of a sweep is run with."""
+
+    spec: str
+    command_line: Sequence[tuple[str, str]]
+    workdir: Path
+    max_trials_per_program: int
+    prune: bool
+
+
 def _run_batch(
+    sweep: _Sweep,
     study: optuna.Study,
     claims: Sequence[study_lib.Claimed],
     trials: Sequence[Trial],
-    workdir: Path,
-    max_trials_per_program: int,
-    prune: bool,
     bar: tqdm,
 ) -> None:
+    """Run the claimed ``trials`` and tell the study how each ended: programs of several trials
+    vmapped in this process; single trials side by side on several accelerators (one
+    ``attn run`` per device) or, on one device, here one after another."""
+    workdir = sweep.workdir
     by_id = {claimed.attn_id: claimed for claimed in claims}
     callbacks: dict[str, Callback] = {}
-    if prune:
+    if sweep.prune:
         for trial in trials:
             metric = trial.config.train.best_metric
             claimed = by_id[trial.id]
@@ -175,13 +179,31 @@ def _run_batch(
                 c, step, record[m]
             )
     finished: set[str] = set()
+
+    def tell(trial_id: str, status: str, value: float | None) -> None:
+        state = {"done": "complete", "failed": "fail", "pruned": "pruned"}.get(status)
+        study_lib.finish(study, by_id[trial_id], value=value, state=state or "interrupted")
+        finished.add(trial_id)
+        bar.update(1)
+
+    programs = plan_programs(trials, sweep.max_trials_per_program)
+    slots = [] if sweep.prune else device_slots()  # pruning needs the evaluations in-process
+    alone = [program[0] for program in programs if len(program) == 1] if len(slots) > 1 else []
     try:
-        for program in plan_programs(trials, max_trials_per_program):
+        if alone:
+            run_in_pool(
+                alone,
+                sweep.spec,
+                sweep.command_line,
+                workdir,
+                slots,
+                lambda trial, status, value, _: tell(trial.id, status, value),
+            )
+        for program in programs:
+            if len(program) == 1 and alone:
+                continue
             for trial_id, (status, value, _) in _run_program(program, workdir, callbacks).items():
-                state = {"done": "complete", "failed": "fail", "pruned": "pruned"}[status]
-                study_lib.finish(study, by_id[trial_id], value=value, state=state)
-                finished.add(trial_id)
-                bar.update(1)
+                tell(trial_id, status, value)
     finally:  # Ctrl-C or a crash: the trials not run go back to the queue
         for claimed in claims:
             if claimed.attn_id not in finished:
@@ -235,7 +257,7 @@ def run_sweep(
         if search is not None:
             raise ValueError("--shard splits a listed sweep; it cannot be used with --search")
         chosen = study_lib.shard(list(trials.values()), *shard)
-        pending = [t for t in chosen if _status(workdir, t) != "done"]
+        pending = [t for t in chosen if read_status(workdir, t) != "done"]
         with tqdm(total=len(chosen), initial=len(chosen) - len(pending), desc="trials") as bar:
             for program in plan_programs(pending, max_trials_per_program):
                 _run_program(program, workdir, {})
@@ -250,17 +272,11 @@ def run_sweep(
         max_retries=max_retries,
     )
     study_lib.enqueue(study, list(trials.values()))
+    sweep = _Sweep(spec, command_line, workdir, max_trials_per_program, search is not None)
     total = search.n if search else len(trials)
-    done = sum(_status(workdir, t) == "done" for t in trials.values())
+    done = sum(read_status(workdir, t) == "done" for t in trials.values())
     with tqdm(total=total, initial=done, desc="trials", unit="trial") as bar:
         for claims in study_lib.batches(study, max_trials_per_program, search=search):
             chosen = [trials.get(c.attn_id) or make_trial(base, c.overrides) for c in claims]
-            _run_batch(
-                study, claims, chosen, workdir, max_trials_per_program, search is not None, bar
-            )
+            _run_batch(sweep, study, claims, chosen, bar)
     return summarize(workdir, metric, mode)
-
-
-def _status(workdir: Path, trial: Trial) -> str | None:
-    path = workdir / "trials" / trial.id / STATUS_FILE
-    return json.loads(path.read_text())["status"] if path.is_file() else None

@@ -66,6 +66,7 @@ __all__ = [
     "optuna_distribution",
     "parse_shard",
     "report",
+    "run_arguments",
     "shard",
 ]
 
@@ -604,23 +605,25 @@ def shard(trials: Sequence[Trial], index: int, count: int) -> list[Trial]:
     return sorted(trials, key=lambda trial: trial.id)[index::count]
 
 
+def run_arguments(
+    spec: str, workdir: Path, trial: Trial, overrides: Sequence[tuple[str, str]] = ()
+) -> list[str]:
+    """The arguments after ``attn`` that run ``trial`` alone in ``workdir/trials/<id>``: the
+    command line's ``overrides`` (text as given) and then the trial's."""
+    return [
+        "run",
+        spec,
+        "--workdir",
+        str(Path(workdir) / "trials" / trial.id),
+        *(f"--config.{key}={text}" for key, text in overrides),
+        *(f"--config.{key}={text}" for key, text in _encode(trial.overrides).items()),
+    ]
+
+
 def command_lines(
     spec: str, workdir: Path, trials: Sequence[Trial], overrides: Sequence[tuple[str, str]] = ()
 ) -> list[str]:
-    """One shell-quoted ``attn run`` line per trial: the command line's ``overrides`` (text as
-    given) and then the trial's, in ``workdir/trials/<id>``."""
-    common = [f"--config.{key}={text}" for key, text in overrides]
+    """One shell-quoted ``attn run`` line per trial (see :func:`run_arguments`)."""
     return [
-        shlex.join(
-            [
-                "attn",
-                "run",
-                spec,
-                "--workdir",
-                str(Path(workdir) / "trials" / trial.id),
-                *common,
-                *(f"--config.{key}={text}" for key, text in _encode(trial.overrides).items()),
-            ]
-        )
-        for trial in trials
+        shlex.join(["attn", *run_arguments(spec, workdir, trial, overrides)]) for trial in trials
     ]
