@@ -81,9 +81,14 @@ def _head_dim(head_dim: Any, qkv_features: Any, in_features: int, num_heads: int
     features = in_features if qkv_features is None else _positive_int(qkv_features, "qkv_features")
     if features % num_heads and (head_dim is None or qkv_features is not None):
         name = "in_features" if qkv_features is None else "qkv_features"
+        # flax's positional order is (num_heads, in_features): swapped arguments land here.
+        swapped = num_heads > features and qkv_features is None
+        hint = (
+            " (flax's order is (num_heads, in_features): pass both by keyword)" if swapped else ""
+        )
         raise ValueError(
             f"MultiHeadAttention: {name}={features} is not divisible by num_heads={num_heads}; "
-            "pass head_dim"
+            f"pass head_dim{hint}"
         )
     derived = None if qkv_features is None else qkv_features // num_heads
     return _positive_int(

@@ -194,6 +194,8 @@ def test_flax_argument_names_and_errors():
     ]:
         with pytest.raises(ValueError, match=message):
             make(**kwargs)
+    with pytest.raises(ValueError, match=r"flax's order is \(num_heads, in_features\)"):
+        MultiHeadAttention(N, D, rngs=nnx.Rngs(0))  # flax's positional order
     x = data(B, T, D)
     with pytest.raises(ValueError, match="inputs_v needs inputs_k"):
         make()(x, inputs_v=x)
