@@ -118,10 +118,21 @@ def test_dropout_draws_flax_masks(broadcast_dropout):
             **TOL,
         )
     np.testing.assert_allclose(ours(x, deterministic=True), theirs(x, deterministic=True), **TOL)
+
+
+def test_dropout_needs_rngs_and_deterministic_as_in_flax():
+    x = data(B, T, D)
     stateless = MultiHeadAttention(D, N, dropout_rate=0.5, keep_rngs=False, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="no rngs"):
         stateless(x)
     assert stateless(x, rngs=jax.random.key(0)).shape == (B, T, D)
+    undecided = MultiHeadAttention(D, N, dropout_rate=0.5, deterministic=None, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="no deterministic was given"):  # as flax
+        undecided(x)
+    assert MultiHeadAttention(D, N, deterministic=None, rngs=nnx.Rngs(0))(x).shape == x.shape
+    np.testing.assert_array_equal(
+        undecided(x, deterministic=True), nnx.view(undecided, deterministic=True)(x)
+    )
 
 
 def test_sown_weights_match():
