@@ -32,10 +32,11 @@ def small_tiles(monkeypatch):
 
 @pytest.fixture(scope="session")
 def tokamax():
-    """tokamax (the ``bench`` extra), with its absl flags marked parsed: it would otherwise
-    parse pytest's own command line on first use."""
+    """tokamax (in the ``test`` and ``bench`` extras), with its absl flags marked parsed: it
+    would otherwise parse pytest's own command line on first use. Skips only in an environment
+    installed without the ``test`` extra."""
     module = pytest.importorskip(
-        "tokamax", reason="tokamax is not installed (pip install -e '.[bench]')"
+        "tokamax", reason="tokamax is not installed (pip install -e '.[test]')"
     )
     from absl import flags
 

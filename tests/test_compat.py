@@ -61,62 +61,75 @@ CASES = {
 }
 
 
-def _outputs(fn, q, k, v, kwargs, cotangent):
-    """Output, residual and gradients (q, k, v and the bias) under one cotangent."""
-    kwargs = dict(kwargs)
+def _outputs(jit, fn, name, num_kv_heads):
+    """Output, residual and gradients (q, k, v and the bias) of a case under one cotangent,
+    compiled by ``jit``."""
+    kwargs = dict(CASES[name])
     bias = kwargs.pop("bias", None)
+    cotangent = np.random.default_rng(2).standard_normal((B, T, N, H)).astype(np.float32)
 
     def loss(q, k, v, bias):
         out, residual = fn(q, k, v, bias, return_residual=True, **kwargs)
         return jnp.sum(out * cotangent), (out, residual)
 
     argnums = (0, 1, 2) if bias is None else (0, 1, 2, 3)
-    grads, (out, residual) = jax.grad(loss, argnums=argnums, has_aux=True)(q, k, v, bias)
+    grad = jit(jax.grad(loss, argnums=argnums, has_aux=True))
+    grads, (out, residual) = grad(*make_qkv(num_kv_heads), bias)
     return out, residual, grads
 
 
-IMPLEMENTATIONS = [
-    *(("xla", heads) for heads in (N, 2)),
-    *(("chunked", heads) for heads in (N, 2)),
-    ("pallas", 2),  # interpreted on CPU: slow, so grouped-query heads only
+@functools.cache
+def _jax_nn_outputs(name, num_kv_heads):
+    """jax.nn's (XLA path) outputs for a case, computed once for every implementation."""
+    theirs = functools.partial(jax.nn.dot_product_attention, implementation="xla")
+    return _outputs(jax.jit, theirs, name, num_kv_heads)
+
+
+IMPLEMENTATIONS = ("xla", "chunked", "pallas")  # every one that runs on CPU (Pallas interpreted)
+# Every case on every implementation with grouped-query heads (jax.nn repeats k and v, attend
+# groups q); multi-head once per implementation, with a bias per head.
+PARAMS = [
+    *((name, implementation, 2) for name in sorted(CASES) for implementation in IMPLEMENTATIONS),
+    *(("bias", implementation, N) for implementation in IMPLEMENTATIONS),
 ]
 
 
-@pytest.mark.parametrize(("implementation", "num_kv_heads"), IMPLEMENTATIONS, ids=lambda x: str(x))
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_values_residual_and_gradients_match_jax_nn(name, implementation, num_kv_heads):
-    q, k, v = make_qkv(num_kv_heads)
-    kwargs = CASES[name]
-    cotangent = np.random.default_rng(2).standard_normal((B, T, N, H)).astype(np.float32)
+@pytest.mark.parametrize(("name", "implementation", "num_kv_heads"), PARAMS)
+def test_values_residual_and_gradients_match_jax_nn(name, implementation, num_kv_heads, quick_jit):
     ours = functools.partial(compat.dot_product_attention, implementation=implementation)
-    theirs = functools.partial(jax.nn.dot_product_attention, implementation="xla")
-    got_out, got_residual, got_grads = _outputs(ours, q, k, v, kwargs, cotangent)
-    want_out, want_residual, want_grads = _outputs(theirs, q, k, v, kwargs, cotangent)
+    got_out, got_residual, got_grads = _outputs(quick_jit, ours, name, num_kv_heads)
+    want_out, want_residual, want_grads = _jax_nn_outputs(name, num_kv_heads)
     np.testing.assert_allclose(got_out, want_out, rtol=1e-5, atol=1e-5)
     for got, want in zip(got_grads, want_grads, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert got_residual.shape == want_residual.shape == (B, T, N)
     assert got_residual.dtype == want_residual.dtype
-    lengths = kwargs.get("query_seq_lengths", np.full(B, T))
+    lengths = CASES[name].get("query_seq_lengths", np.full(B, T))
     real = np.arange(T)[None, :] < lengths[:, None]  # padded queries: -inf here, not there
     np.testing.assert_allclose(got_residual[real], want_residual[real], rtol=1e-5, atol=1e-5)
     assert np.isneginf(got_residual[~real]).all()
 
 
-def test_inputs_without_batch_and_residual_without_gradient():
-    q, k, v = make_qkv(2, batch=False)
-    out, residual = compat.dot_product_attention(q, k, v, is_causal=True, return_residual=True)
-    want, want_residual = jax.nn.dot_product_attention(
-        q, k, v, is_causal=True, return_residual=True, implementation="xla"
+def test_inputs_without_batch_and_residual_without_gradient(quick_jit):
+    def both(q, k, v):
+        def residual_sum(q):
+            return compat.dot_product_attention(q, k, v, return_residual=True)[1].sum()
+
+        return (
+            compat.dot_product_attention(q, k, v, is_causal=True, return_residual=True),
+            jax.nn.dot_product_attention(
+                q, k, v, is_causal=True, return_residual=True, implementation="xla"
+            ),
+            jax.grad(residual_sum)(q),
+        )
+
+    (out, residual), (want, want_residual), residual_grad = quick_jit(both)(
+        *make_qkv(2, batch=False)
     )
     assert out.shape == (T, N, H) and residual.shape == (T, N)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(residual, want_residual, rtol=1e-5, atol=1e-5)
-
-    def residual_sum(q):
-        return compat.dot_product_attention(q, k, v, return_residual=True)[1].sum()
-
-    assert not np.asarray(jax.grad(residual_sum)(q)).any()
+    assert not np.asarray(residual_grad).any()
 
 
 def test_rows_that_see_no_key_output_zero():

@@ -81,9 +81,14 @@ def _head_dim(head_dim: Any, qkv_features: Any, in_features: int, num_heads: int
     features = in_features if qkv_features is None else _positive_int(qkv_features, "qkv_features")
     if features % num_heads and (head_dim is None or qkv_features is not None):
         name = "in_features" if qkv_features is None else "qkv_features"
+        # flax's positional order is (num_heads, in_features): swapped arguments land here.
+        swapped = num_heads > features and qkv_features is None
+        hint = (
+            " (flax's order is (num_heads, in_features): pass both by keyword)" if swapped else ""
+        )
         raise ValueError(
             f"MultiHeadAttention: {name}={features} is not divisible by num_heads={num_heads}; "
-            "pass head_dim"
+            f"pass head_dim{hint}"
         )
     derived = None if qkv_features is None else qkv_features // num_heads
     return _positive_int(
@@ -211,7 +216,8 @@ class MultiHeadAttention(nnx.Module):
         ``"attention_weights"``; read them with ``nnx.capture(model, nnx.Intermediate)``.
         Off by default, and then the weights are not even returned by ``attend``. The call's
         ``sow_weights=True`` (flax's name) does the same for one call.
-      deterministic: default for the call argument of the same name (dropout off when True);
+      deterministic: default for the call argument of the same name (dropout off when True;
+        ``None``, flax's default: a call that may drop must then say it);
         ``model.eval()`` / ``model.train()`` and ``nnx.view`` set it.
       decode: default for the call argument of the same name.
       implementation: passed to :func:`attn.attend`.
@@ -262,7 +268,7 @@ class MultiHeadAttention(nnx.Module):
         broadcast_dropout: bool = False,
         keep_rngs: bool = True,
         record_weights: bool = False,
-        deterministic: bool = False,
+        deterministic: bool | None = False,
         decode: bool = False,
         implementation: str = "auto",
         variant: Callable[..., Array] | str | None = None,
@@ -535,7 +541,7 @@ class MultiHeadAttention(nnx.Module):
         bias: Array | None,
         positions: Array | None,
         kv_positions: Array | None,
-        deterministic: bool,
+        deterministic: bool | None,
         rngs: Any,
         record_weights: bool,
         decode: bool,
@@ -598,6 +604,11 @@ class MultiHeadAttention(nnx.Module):
             params = {n: getattr(self, f"variant_{n}")[...] for n in self.variant_param_names}
             out_btnh = self.variant(q, k, v, mask=mask, **params)
             return out_btnh.reshape(B, T, self.num_heads * self.head_dim)
+        if deterministic is None and maybe_active(self.dropout.rate):
+            raise ValueError(
+                "MultiHeadAttention: dropout_rate is not 0 and no deterministic was given, in the "
+                "call, the constructor or by nnx.view"
+            )
         rng = self.dropout.key(deterministic=deterministic, rngs=rngs)
         result = attn.attend(
             q,

@@ -32,8 +32,9 @@ def pair(**kwargs):
     return theirs, ours
 
 
-def outputs_and_grads(module, args, kwargs):
-    """Output and gradients with respect to the inputs and the parameters (as a pure dict)."""
+def outputs_and_grads(jit, module, args, kwargs):
+    """Output and gradients with respect to the inputs and the parameters (as a pure dict),
+    compiled by ``jit``."""
 
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
 
@@ -41,7 +42,8 @@ def outputs_and_grads(module, args, kwargs):
         out = nnx.merge(graphdef, params, rest)(*args, **kwargs)
         return jnp.sum(jnp.sin(out)), out
 
-    grads, out = jax.grad(loss, argnums=tuple(range(len(args) + 1)), has_aux=True)(params, *args)
+    grad = jax.grad(loss, argnums=tuple(range(len(args) + 1)), has_aux=True)
+    grads, out = jit(grad)(params, *args)
     return out, (nnx.to_pure_dict(grads[0]), *grads[1:])
 
 
@@ -56,11 +58,11 @@ CONSTRUCTOR_CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CONSTRUCTOR_CASES))
-def test_self_attention_values_and_gradients(name):
+def test_self_attention_values_and_gradients(name, quick_jit):
     theirs, ours = pair(num_heads=N, in_features=D, **CONSTRUCTOR_CASES[name])
     x = data(B, T, D)
-    got_out, got_grads = outputs_and_grads(ours, (x,), {})
-    want_out, want_grads = outputs_and_grads(theirs, (x,), {})
+    got_out, got_grads = outputs_and_grads(quick_jit, ours, (x,), {})
+    want_out, want_grads = outputs_and_grads(quick_jit, theirs, (x,), {})
     np.testing.assert_allclose(got_out, want_out, **TOL)
     np.testing.assert_allclose(got_grads[1], want_grads[1], **TOL)  # d inputs
     converted = convert.from_flax(want_grads[0])  # d params, in our layout
@@ -90,13 +92,13 @@ CALL_CASES = {
 
 
 @pytest.mark.parametrize("name", sorted(CALL_CASES))
-def test_call_arguments(name):
+def test_call_arguments(name, quick_jit):
     args, kwargs = CALL_CASES[name]
     in_features = args[0].shape[-1]
     in_kv = args[1].shape[-1] if len(args) > 1 else in_features
     theirs, ours = pair(num_heads=N, in_features=in_features, in_kv_features=in_kv)
-    got_out, got_grads = outputs_and_grads(ours, args, kwargs)
-    want_out, want_grads = outputs_and_grads(theirs, args, kwargs)
+    got_out, got_grads = outputs_and_grads(quick_jit, ours, args, kwargs)
+    want_out, want_grads = outputs_and_grads(quick_jit, theirs, args, kwargs)
     np.testing.assert_allclose(got_out, want_out, **TOL)
     for got, want in zip(got_grads[1:], want_grads[1:], strict=True):
         np.testing.assert_allclose(got, want, **TOL)
@@ -116,10 +118,21 @@ def test_dropout_draws_flax_masks(broadcast_dropout):
             **TOL,
         )
     np.testing.assert_allclose(ours(x, deterministic=True), theirs(x, deterministic=True), **TOL)
+
+
+def test_dropout_needs_rngs_and_deterministic_as_in_flax():
+    x = data(B, T, D)
     stateless = MultiHeadAttention(D, N, dropout_rate=0.5, keep_rngs=False, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="no rngs"):
         stateless(x)
     assert stateless(x, rngs=jax.random.key(0)).shape == (B, T, D)
+    undecided = MultiHeadAttention(D, N, dropout_rate=0.5, deterministic=None, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="no deterministic was given"):  # as flax
+        undecided(x)
+    assert MultiHeadAttention(D, N, deterministic=None, rngs=nnx.Rngs(0))(x).shape == x.shape
+    np.testing.assert_array_equal(
+        undecided(x, deterministic=True), nnx.view(undecided, deterministic=True)(x)
+    )
 
 
 def test_sown_weights_match():
@@ -192,6 +205,8 @@ def test_flax_argument_names_and_errors():
     ]:
         with pytest.raises(ValueError, match=message):
             make(**kwargs)
+    with pytest.raises(ValueError, match=r"flax's order is \(num_heads, in_features\)"):
+        MultiHeadAttention(N, D, rngs=nnx.Rngs(0))  # flax's positional order
     x = data(B, T, D)
     with pytest.raises(ValueError, match="inputs_v needs inputs_k"):
         make()(x, inputs_v=x)
