@@ -268,7 +268,7 @@ def run_sweep(
         workdir,
         storage,
         mode=mode,
-        sampler=optuna.samplers.TPESampler() if search else None,
+        sampler="tpe" if search else None,
         max_retries=max_retries,
     )
     study_lib.enqueue(study, list(trials.values()))
