@@ -71,18 +71,20 @@ def run_command(workdir: Path, *overrides: str) -> list[str]:
     ]
 
 
-def sweep_experiment(directory: Path, axes: dict) -> Path:
+def sweep_experiment(directory: Path, axes: dict | str) -> Path:
     """An experiment file in ``directory``: reverse's config (and :smoke) with a sweep() of
-    ``grid(**axes)`` (``axes`` written as a Python literal)."""
+    ``grid(**axes)`` (``axes`` written as a Python literal), or returning the expression
+    ``axes`` if it is a string (``attn.train.sweep``'s names are imported)."""
     path = directory / "sweep_experiment.py"
+    returned = axes if isinstance(axes, str) else f"grid(**{axes!r})"
     path.write_text(
         "import importlib.util\n"
-        "from attn.train.sweep import grid\n"
+        "from attn.train.sweep import choice, grid, loguniform, random, uniform\n"
         f"spec = importlib.util.spec_from_file_location('reverse', {REVERSE!r})\n"
         "reverse = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(reverse)\n"
         "ARGS, get_config = reverse.ARGS, reverse.get_config\n"
         "def sweep(arg=None):\n"
-        f"    return grid(**{axes!r})\n"
+        f"    return {returned}\n"
     )
     return path
