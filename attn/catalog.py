@@ -29,7 +29,7 @@ from typing import Any
 
 from attn import masks, scores, variants, weighting
 
-__all__ = ["KINDS", "get", "names"]
+__all__ = ["KINDS", "bound_arguments", "get", "names", "with_arguments"]
 
 _TABLES: dict[str, dict[str, Callable[..., Any]]] = {
     "score": {
@@ -198,3 +198,30 @@ def get(kind: str, spec: str | Callable[..., Any]) -> Any:
     except SyntaxError:
         raise ValueError(f"cannot parse {kind} spec {spec!r}") from None
     return _build(kind, node, spec)
+
+
+def bound_arguments(kind: str, spec: Any) -> tuple[str, dict[str, Any]] | None:
+    """``("softmax", {"temperature": 2.0})`` for a score or weighting spec
+    ``"softmax(temperature=2.0)"`` (a name from the table with keyword literals); None for any
+    other spec (callables, imports, masks and other factories)."""
+    if kind not in _TABLES or kind in _FACTORY_KINDS or not isinstance(spec, str):
+        return None
+    try:
+        node = ast.parse(spec.strip(), mode="eval").body
+    except SyntaxError:
+        return None
+    call = node if isinstance(node, ast.Call) else None
+    name_node = call.func if call else node
+    if not isinstance(name_node, ast.Name) or name_node.id not in _table(kind):
+        return None
+    if call and call.args:
+        return None
+    return name_node.id, {kw.arg: _literal(kw.value, spec) for kw in call.keywords} if call else {}
+
+
+def with_arguments(kind: str, name: str, arguments: dict[str, Any]) -> Callable[..., Any]:
+    """The score or weighting ``name`` with ``arguments`` bound, which may be traced arrays
+    (e.g. a temperature vmapped over a sweep's trials); the names were checked when the spec
+    was first resolved."""
+    fn = _table(kind)[name]
+    return functools.partial(fn, **arguments) if arguments else fn

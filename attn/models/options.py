@@ -28,7 +28,14 @@ import ml_collections
 
 from attn import catalog
 
-__all__ = ["as_config_dict", "float_values", "option", "parse_options", "with_values"]
+__all__ = [
+    "as_config_dict",
+    "blank_floats",
+    "float_values",
+    "option",
+    "parse_options",
+    "with_values",
+]
 
 OptionsT = TypeVar("OptionsT")
 
@@ -177,7 +184,8 @@ def float_values(options: Any, prefix: str = "") -> dict[str, float]:
     A float option enters a model only through arithmetic, never its structure, so a model
     built with any of these replaced by a traced scalar has the same parameters and graph:
     this is what a sweep vmaps over (an option of type ``float | None`` is left out, since its
-    ``None`` is structural).
+    ``None`` is structural). So do the float arguments of score and weighting specs, named
+    ``key(argument)``: ``{"attention.weighting(temperature)": 2.0}``.
     """
     hints = _types(type(options))
     values = {}
@@ -187,7 +195,39 @@ def float_values(options: Any, prefix: str = "") -> dict[str, float]:
             values.update(float_values(value, f"{prefix}{field.name}."))
         elif annotation is float:
             values[f"{prefix}{field.name}"] = value
+        else:
+            values.update(_spec_floats(field, value, f"{prefix}{field.name}"))
     return values
+
+
+def _spec_floats(field: dataclasses.Field, spec: Any, key: str) -> dict[str, float]:
+    """The float arguments of a score or weighting spec option, as ``key(argument)``:
+    ``"softmax(temperature=2.0)"`` -> ``{"attention.weighting(temperature)": 2.0}``."""
+    bound = catalog.bound_arguments(field.metadata.get("catalog") or "", spec)
+    if bound is None:
+        return {}
+    return {f"{key}({name})": value for name, value in bound[1].items() if isinstance(value, float)}
+
+
+def blank_floats(options: Any, blank: str) -> dict[str, Any]:
+    """``options`` as a dict (nested sections too) with each value :func:`float_values` names
+    replaced by ``blank``: equal for options that differ only in those values."""
+    hints = _types(type(options))
+    blanked: dict[str, Any] = {}
+    for field in dataclasses.fields(options):
+        value, annotation = getattr(options, field.name), hints[field.name]
+        bound = catalog.bound_arguments(field.metadata.get("catalog") or "", value)
+        if dataclasses.is_dataclass(annotation):
+            blanked[field.name] = blank_floats(value, blank)
+        elif annotation is float:
+            blanked[field.name] = blank
+        elif bound is not None:
+            name, arguments = bound
+            shown = {k: blank if isinstance(v, float) else v for k, v in sorted(arguments.items())}
+            blanked[field.name] = f"{name}({shown})"
+        else:
+            blanked[field.name] = value
+    return blanked
 
 
 def with_values(options: OptionsT, values: Mapping[str, Any]) -> OptionsT:
@@ -203,4 +243,15 @@ def with_values(options: OptionsT, values: Mapping[str, Any]) -> OptionsT:
             direct[head] = value
     for head, inner in nested.items():
         direct[head] = with_values(getattr(options, head), inner)
+    arguments: dict[str, dict[str, Any]] = {}
+    for head in [key for key in direct if "(" in key]:
+        name, _, argument = head.rstrip(")").partition("(")
+        arguments.setdefault(name, {})[argument] = direct.pop(head)
+    for name, replaced in arguments.items():
+        # A spec's float arguments: the spec's function bound to them (they may be traced).
+        kind = {field.name: field for field in dataclasses.fields(options)}[name].metadata[
+            "catalog"
+        ]
+        function, bound = catalog.bound_arguments(kind, getattr(options, name))
+        direct[name] = catalog.with_arguments(kind, function, {**bound, **replaced})
     return dataclasses.replace(options, **direct)

@@ -6,21 +6,35 @@ import json
 import numpy as np
 import pytest
 
+from attn.models.options import float_values, with_values
 from attn.train import train_and_evaluate
 from attn.train.config import validate
 from attn.train.sweep.groups import plan_programs, program_key, varying_keys
 from attn.train.sweep.space import display_name, trial_id
 from attn.train.sweep.trials import Trial, trial_config
 from attn.train.sweep.vmapped import train_program
+from attn.weighting import softmax
 
 from .helpers import params_of, smoke
 
 # Every kind of value a program vmaps over: the learning rate and another optax hyperparameter,
-# the clip norm, the init and data seeds, and a model float option (two dropout rates).
+# the clip norm, the init and data seeds, model float options (two dropout rates) and a float
+# argument of a weighting spec (the softmax temperature).
 OVERRIDES = [
-    {"optim.learning_rate": 3e-3, "train.seed": 0, "model.dropout_rate": 0.0},
-    {"optim.learning_rate": 1e-2, "train.seed": 1, "model.dropout_rate": 0.2},
     {
+        "optim.learning_rate": 3e-3,
+        "train.seed": 0,
+        "model.dropout_rate": 0.0,
+        "model.attention.weighting": "softmax(temperature=1.0)",
+    },
+    {
+        "optim.learning_rate": 1e-2,
+        "train.seed": 1,
+        "model.dropout_rate": 0.2,
+        "model.attention.weighting": "softmax(temperature=0.5)",
+    },
+    {
+        "model.attention.weighting": "softmax(temperature=2.0)",
         "optim.learning_rate": 3e-3,
         "train.seed": 2,
         "data.seed": 5,
@@ -96,3 +110,22 @@ def test_programs_split_on_structure():
     ]
     with pytest.raises(ValueError, match="max_per_program must be >= 1"):
         plan_programs(trials, 0)
+
+
+def test_spec_floats_are_per_trial_values():
+    base = smoke()
+    hot, cold, other = make_trials(
+        base,
+        [
+            {"model.attention.weighting": "softmax(temperature=2.0)"},
+            {"model.attention.weighting": "softmax(temperature=0.5)"},
+            {"model.attention.weighting": "sparsemax"},
+        ],
+    )
+    assert float_values(hot.checked.model)["attention.weighting(temperature)"] == 2.0
+    assert program_key(hot) == program_key(cold) != program_key(other)
+    traced = with_values(hot.checked.model, {"attention.weighting(temperature)": 0.25})
+    logits = np.array([[0.0, 1.0]])
+    np.testing.assert_allclose(
+        traced.attention.weighting(logits, None), softmax(logits, None, temperature=0.25)
+    )

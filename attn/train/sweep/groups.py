@@ -5,7 +5,8 @@ A trial's *program key* is its config with those values blanked: the seeds (``tr
 picks the initial parameters and dropout keys, ``data.seed`` the batch order), the optimizer's
 numbers (``optim.learning_rate``, float ``optim.kwargs`` and the gradient-clip norm live in the
 optimizer state, see :mod:`attn.train.optim`) and the model's float options (dropout rates,
-see :func:`attn.models.options.float_values`). Everything else (shapes, layer counts, the
+and float arguments of score and weighting specs such as a softmax temperature, see
+:func:`attn.models.options.float_values`). Everything else (shapes, layer counts, the
 optimizer family, dtypes, the implementation, schedule lengths, the run length) is in the key,
 so trials that differ there run in separate programs.
 """
@@ -17,7 +18,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from attn.models.options import float_values
+from attn.models.options import blank_floats
 from attn.train.sweep.trials import Trial
 
 __all__ = ["VMAPPED_KEYS", "plan_programs", "program_key", "varying_keys"]
@@ -39,12 +40,7 @@ def _blanked(trial: Trial) -> dict[str, Any]:
         key: _BLANK if isinstance(value, float) else value
         for key, value in (optim.get("kwargs") or {}).items()
     }
-    for dotted in float_values(trial.checked.model):
-        *parents, leaf = dotted.split(".")
-        section = config["model"]
-        for name in parents:
-            section = section[name]
-        section[leaf] = _BLANK
+    config["model"] = blank_floats(trial.checked.model, _BLANK)
     return config
 
 
