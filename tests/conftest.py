@@ -1,7 +1,21 @@
-"""Fixtures shared by the tests of the pure core."""
+"""Fixtures shared by the tests of the pure core, and one JAX compilation cache per session."""
 
-import jax
-import pytest
+import os
+import shutil
+import tempfile
+
+# Many tests compile the same programs (every smoke run of an experiment, in this process or in
+# the `attn` subprocesses it starts), and compiling dominates their time: one persistent cache
+# for the session. Set before jax is imported (it reads these variables once) by the process
+# that loads this file first, the xdist controller; the workers and every subprocess inherit it.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="attn-tests-jax-cache-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 
 def _quick_jit(fn):
@@ -12,6 +26,11 @@ def _quick_jit(fn):
         return jax.jit(fn).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
 
     return call
+
+
+def pytest_sessionfinish(session):
+    if _OWN_CACHE and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ import pytest
 from flax import nnx
 
 from attn.nn import MultiHeadAttention, convert
-from tests.nn.test_attention import randomize
+
+from .test_attention import randomize
 
 B, T, S, D, N = 2, 6, 5, 16, 4
 TOL = {"rtol": 2e-5, "atol": 2e-5}

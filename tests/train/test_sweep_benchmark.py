@@ -8,16 +8,16 @@ import pytest
 
 from .helpers import ENVIRONMENT, ROOT
 
-# Runs the sweep benchmark end to end: six short runs, each compiling its own train step.
+# Runs the sweep benchmark end to end: a few short runs, each compiling its own train step.
 pytestmark = pytest.mark.slow
 
 
 def test_the_sweep_benchmark_prints_a_row_per_k(tmp_path):
     # A subprocess from the repository root: in this process `benchmarks` is tests/benchmarks.
     out = tmp_path / "sweep.json"
-    command = ["-m", "benchmarks.sweep", "--experiments", "reverse:smoke", "--ks", "1", "2"]
+    command = ["-m", "benchmarks.sweep", "--experiments", "reverse:smoke", "--ks", "2"]
     result = subprocess.run(
-        [sys.executable, *command, "--steps", "4", "--out", str(out)],
+        [sys.executable, *command, "--steps", "3", "--out", str(out)],
         cwd=ROOT,
         env=ENVIRONMENT,
         capture_output=True,
@@ -33,13 +33,12 @@ def test_the_sweep_benchmark_prints_a_row_per_k(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[lines.index(header) + 1] == "|---" * 9 + "|"
     rows = [line for line in lines if line.startswith("| reverse:smoke |")]
-    assert [row.split(" | ")[1:3] for row in rows] == [["1", "4"], ["2", "4"]]
+    assert [row.split(" | ")[1:3] for row in rows] == [["2", "3"]]
     for row in rows:
         assert all(float(cell) > 0 for cell in row.strip("| ").split(" | ")[3:])
     results = json.loads(out.read_text())["results"]
     assert [(r["experiment"], r["k"], len(r["learning_rates"])) for r in results] == [
-        ("reverse:smoke", 1, 1),
-        ("reverse:smoke", 2, 2),
+        ("reverse:smoke", 2, 2)
     ]
-    [vmapped_round] = [r["vmapped"] for r in results[1]["rounds"]]
-    assert vmapped_round["trials"] == 2 and vmapped_round["steady_steps"] == 2 * 3
+    [vmapped_round] = [r["vmapped"] for r in results[0]["rounds"]]
+    assert vmapped_round["trials"] == 2 and vmapped_round["steady_steps"] == 2 * 2

@@ -29,18 +29,13 @@ OVERRIDES = [
     },
     {
         "optim.learning_rate": 1e-2,
-        "train.seed": 1,
-        "model.dropout_rate": 0.2,
-        "model.attention.weighting": "softmax(temperature=0.5)",
-    },
-    {
-        "model.attention.weighting": "softmax(temperature=2.0)",
-        "optim.learning_rate": 3e-3,
         "train.seed": 2,
         "data.seed": 5,
         "optim.grad_clip_norm": 0.05,
         "optim.kwargs": {"weight_decay": 0.1},
+        "model.dropout_rate": 0.2,
         "model.attention.dropout_rate": 0.3,
+        "model.attention.weighting": "softmax(temperature=2.0)",
     },
 ]
 
