@@ -258,6 +258,7 @@ def output_and_grads(q, k, v, mask, weighting):
     return attn.attend(q, k, v, mask=mask, weighting=weighting), jax.grad(loss, (0, 1, 2))(q, k, v)
 
 
+@pytest.mark.slow  # a property search: about a minute
 @settings(max_examples=12, deadline=None)
 @given(
     t=st.integers(1, 6),

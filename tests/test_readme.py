@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Each example runs in its own Python process (seconds of imports each).
+pytestmark = pytest.mark.slow
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 

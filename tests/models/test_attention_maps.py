@@ -5,6 +5,9 @@ import pytest
 
 from .common import SMALL, Task, build, make_batch
 
+# Trains or decodes each model before reading its maps.
+pytestmark = pytest.mark.slow
+
 N = SMALL["num_heads"]
 
 

@@ -7,6 +7,9 @@ from flax import nnx
 
 from .common import build, make_batch
 
+# Decoding loops compiled per model and option set.
+pytestmark = pytest.mark.slow
+
 SEQ2SEQ_CASES = [
     ("encoder_decoder", {"positional": "sinusoidal", "num_layers": 2}),
     ("encoder_decoder", {"positional": "rope", "mask": "sliding_window(left=2, right=2)"}),
