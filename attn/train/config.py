@@ -150,6 +150,8 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 
 def _parse_value(text: str) -> Any:
+    if text in ("true", "false"):  # the shell's and JSON's spelling of booleans
+        return text == "true"
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):

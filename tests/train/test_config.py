@@ -306,3 +306,11 @@ def test_validate_returns_what_the_run_builds_from():
     assert float(checked.learning_rate(0)) == 0.0  # warm-up starts at init_value 0
     state = checked.optimizer.init({"w": jnp.ones(3)})
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state))
+
+
+def test_true_and_false_spelled_in_lower_case_are_booleans():
+    config = load_config(f"{REVERSE}:smoke")
+    apply_override(config, "model.attention.qk_norm", "true")
+    assert config.model.attention.qk_norm is True
+    apply_override(config, "model.attention.qk_norm", "false")
+    assert config.model.attention.qk_norm is False
