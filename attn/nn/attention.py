@@ -623,7 +623,9 @@ class MultiHeadAttention(nnx.Module):
             broadcast_dropout=self.broadcast_dropout,
             logits_soft_cap=self.logits_soft_cap,
             precision=self.precision,
-            implementation=self.implementation,
+            # Recorded weights (attention maps, sown weights) are the matrix the tiled kernels
+            # never build: that call computes the same attention through dense.
+            implementation="dense" if record_weights else self.implementation,
             return_weights=record_weights,
         )
         if record_weights:

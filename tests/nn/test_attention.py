@@ -252,6 +252,23 @@ def test_record_weights_sums_to_one_over_visible_keys():
     np.testing.assert_allclose(out, nnx.view(mha, record_weights=False)(x, mask=mask), rtol=1e-6)
 
 
+def test_a_tiled_implementation_records_the_dense_weights():
+    """Attention maps of a chunked model: the weights the chunked kernel never builds, from the
+    same attention computed densely (plots of a chunked run used to fail)."""
+    x = inputs()
+    recorded = {}
+    for implementation in ("dense", "chunked"):
+        mha = MultiHeadAttention(
+            D, N, implementation=implementation, record_weights=True, rngs=nnx.Rngs(0)
+        )
+        out, captured = nnx.capture(mha, nnx.Intermediate)(x, mask=masks.causal())
+        (recorded[implementation],) = captured["attention_weights"].get_value()
+        np.testing.assert_allclose(
+            out, nnx.view(mha, record_weights=False)(x, mask=masks.causal()), rtol=1e-5, atol=1e-6
+        )
+    np.testing.assert_allclose(recorded["chunked"], recorded["dense"], rtol=1e-6)
+
+
 def test_nothing_sown_when_record_weights_is_off():
     mha = MultiHeadAttention(D, N, rngs=nnx.Rngs(0))
     _, captured = nnx.capture(mha, nnx.Intermediate)(inputs())
