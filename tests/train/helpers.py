@@ -1,6 +1,7 @@
 """Shared by the training tests: smoke configs, `attn run` commands, reading checkpoints."""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -88,3 +89,16 @@ def sweep_experiment(directory: Path, axes: dict | str) -> Path:
         f"    return {returned}\n"
     )
     return path
+
+
+def run_benchmark(module: str, *arguments: str) -> subprocess.CompletedProcess:
+    """``python -m benchmarks.<module> ARGUMENTS`` from the repository root (in this process
+    ``benchmarks`` is tests/benchmarks), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *arguments],
+        cwd=ROOT,
+        env=ENVIRONMENT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )

@@ -1,26 +1,16 @@
 """benchmarks/loop.py end to end on a smoke config (the script, not its timings)."""
 
-import subprocess
-import sys
-
 import pytest
 
-from .helpers import ENVIRONMENT, ROOT
+from .helpers import run_benchmark
 
 # Runs the loop benchmark end to end.
 pytestmark = pytest.mark.slow
 
 
 def test_the_loop_benchmark_prints_a_row_per_experiment():
-    # A subprocess from the repository root: in this process `benchmarks` is tests/benchmarks.
-    command = ["-m", "benchmarks.loop", "--experiments", "reverse:smoke", "--steps", "4"]
-    result = subprocess.run(
-        [sys.executable, *command, "--repeats", "1"],
-        cwd=ROOT,
-        env=ENVIRONMENT,
-        capture_output=True,
-        text=True,
-        check=False,
+    result = run_benchmark(
+        "loop", "--experiments", "reverse:smoke", "--steps", "4", "--repeats", "1"
     )
     assert result.returncode == 0, result.stderr[-2000:]
     header = "| experiment | steps | step alone (ms) | loop (ms/step) | loop / step alone |"

@@ -1,28 +1,19 @@
 """benchmarks/sweep.py end to end on a smoke config (the script, not its timings)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from .helpers import ENVIRONMENT, ROOT
+from .helpers import run_benchmark
 
 # Runs the sweep benchmark end to end: a few short runs, each compiling its own train step.
 pytestmark = pytest.mark.slow
 
 
 def test_the_sweep_benchmark_prints_a_row_per_k(tmp_path):
-    # A subprocess from the repository root: in this process `benchmarks` is tests/benchmarks.
     out = tmp_path / "sweep.json"
-    command = ["-m", "benchmarks.sweep", "--experiments", "reverse:smoke", "--ks", "2"]
-    result = subprocess.run(
-        [sys.executable, *command, "--steps", "3", "--out", str(out)],
-        cwd=ROOT,
-        env=ENVIRONMENT,
-        capture_output=True,
-        text=True,
-        check=False,
+    result = run_benchmark(
+        "sweep", "--experiments", "reverse:smoke", "--ks", "2", "--steps", "3", "--out", str(out)
     )
     assert result.returncode == 0, result.stderr[-2000:]
     header = (
