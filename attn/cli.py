@@ -3,6 +3,7 @@
 attn run experiments/dates.py[:smoke] --workdir workdirs/dates [--config.KEY=VALUE ...]
 attn eval --workdir workdirs/dates [--split test] [--checkpoint best]
 attn plot --workdir workdirs/dates [--text "3rd of March 2021"] [--examples 2]
+attn plot --workdir workdirs/captions [--image photo.png]
 attn sweep experiments/reverse.py:smoke --workdir workdirs/sweep [--config.KEY=VALUE ...]
 attn bench --lengths 1024 4096 --implementations dense chunked jax.nn [--out FILE] (see --help)
 
@@ -141,6 +142,11 @@ def _parser() -> argparse.ArgumentParser:
         help="input text to plot (repeatable); default: sampled examples of --split",
     )
     plot.add_argument(
+        "--image",
+        action="append",
+        help="image file to plot (repeatable; image tasks): resized to the task's image shape",
+    )
+    plot.add_argument(
         "--examples", type=int, default=2, help="how many split examples to plot without --text"
     )
     return parser
@@ -266,9 +272,28 @@ def _sweep(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
 
 
 def _plot(experiment, args) -> list[Path]:
+    image_task = experiment.task.image_shape is not None
+    if args.text and image_task:
+        raise ValueError("this task's inputs are images: pass --image FILE, not --text")
+    if args.image and not image_task:
+        raise ValueError("this task's inputs are text: pass --text, not --image")
+    if args.image:
+        return experiment.plot_batch(_image_batch(experiment.task, args.image), tag="_image")
     if not args.text:
         return experiment.plot(args.split, tag="_cli", count=args.examples)
     return experiment.plot_batch(_text_batch(experiment.task, args.text), tag="_text")
+
+
+def _image_batch(task, paths: list[str]) -> dict:
+    """A batch of the task's format from image files (targets empty: models predict them)."""
+    import numpy as np
+
+    from attn.data.images import read_image_file
+
+    inputs = np.stack([read_image_file(path, task.image_shape) for path in paths])
+    target_shape = (task.target_length,) if task.kind == "seq2seq" else ()
+    targets = np.zeros((len(paths), *target_shape), np.int32)
+    return {"inputs": inputs, "targets": targets, "weights": np.zeros(targets.shape, np.float32)}
 
 
 def _text_batch(task, texts: list[str]) -> dict:

@@ -34,6 +34,7 @@ __all__ = [
     "alibi_slopes",
     "rope",
     "sinusoidal",
+    "sinusoidal_2d",
     "t5_relative_bias",
     "t5_relative_position_bucket",
     "t5_relative_rule",
@@ -127,6 +128,27 @@ def _sinusoidal(positions: jax.Array, dim: int, base: float) -> jax.Array:
     inv_freq = _inverse_frequencies(dim // 2, dim, base)
     angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [..., dim/2]
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def sinusoidal_2d(height: int, width: int, dim: int, *, base: float = 10000.0) -> jax.Array:
+    """2-D sinusoidal encodings of a ``height x width`` grid in row-major order, float32
+    ``[height * width, dim]``: the first ``dim / 2`` features are :func:`sinusoidal` of the
+    row, the last ``dim / 2`` of the column (the factorised layout of MAE and ViT baselines),
+    so neighbouring patches get similar codes along each axis. ``dim`` must be a multiple of 4.
+    """
+    height = _check_positive_int("height", height)
+    width = _check_positive_int("width", width)
+    dim = _check_positive_int("dim", dim, minimum=4)
+    if dim % 4:
+        raise ValueError(f"dim must be a multiple of 4 (sin and cos per axis), got {dim}")
+    rows_p, columns_p = np.divmod(np.arange(height * width), width)
+    return jnp.concatenate(
+        [
+            sinusoidal(jnp.asarray(rows_p), dim // 2, base=base),
+            sinusoidal(jnp.asarray(columns_p), dim // 2, base=base),
+        ],
+        axis=-1,
+    )
 
 
 # ----------------------------------------------------------------------------- rope

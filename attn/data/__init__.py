@@ -15,6 +15,7 @@ from attn.data.datasets import (
     DatasetSpec,
     check_config,
     get_task,
+    image_shape_of,
     resolve_data_dir,
 )
 from attn.data.task import Task
@@ -42,5 +43,6 @@ __all__ = [
     "Tokenizer",
     "check_config",
     "get_task",
+    "image_shape_of",
     "resolve_data_dir",
 ]

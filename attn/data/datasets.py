@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from attn.data import dates, listops, loaders, mqar, sequence_tasks
+from attn.data import dates, images, listops, loaders, mqar, sequence_tasks, shapes_captions
 from attn.data.builder import SizedConfig
 from attn.data.task import Task, check_batching
 
@@ -31,6 +31,7 @@ __all__ = [
     "DatasetSpec",
     "check_config",
     "get_task",
+    "image_shape_of",
     "resolve_data_dir",
 ]
 
@@ -54,6 +55,8 @@ class DatasetSpec:
     load: Callable[..., Task]  # load(options, data_dir, **Task fields) -> Task
     # The builder config of a generated dataset: checks the size keys without generating.
     builder_config: type[SizedConfig] | None = None
+    # Image inputs: their (H, W, C) from the dataset's options (None: token inputs).
+    image_shape: Callable[[Mapping[str, Any]], tuple[int, int, int]] | None = None
 
     def __call__(self, **config: Any) -> Task:
         return get_task({"name": self.name, **config})
@@ -76,9 +79,18 @@ def _generated_spec(
     load: Callable[..., Task],
     *,
     cache: bool = True,
+    image_shape: Callable[[Mapping[str, Any]], tuple[int, int, int]] | None = None,
 ) -> DatasetSpec:
     defaults = {**loaders.config_fields(config_cls), "cache": cache}
-    return DatasetSpec(name, kind, description, defaults, load, config_cls)
+    return DatasetSpec(name, kind, description, defaults, load, config_cls, image_shape)
+
+
+def _fixed(shape: tuple[int, int, int]) -> Callable[[Mapping[str, Any]], tuple[int, int, int]]:
+    return lambda options: shape
+
+
+def _square(options: Mapping[str, Any]) -> tuple[int, int, int]:
+    return (options["image_size"], options["image_size"], 3)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -132,6 +144,47 @@ DATASETS: dict[str, DatasetSpec] = {
         {"seq_len": 256, "cache": False},
         loaders.load_tiny_shakespeare,
     ),
+    "digits": DatasetSpec(
+        "digits",
+        "classify",
+        "scikit-learn's 8x8 handwritten digits, fixed stratified 75/25 split (no download)",
+        {"max_shift": 1, "cache": True},
+        images.load_digits,
+        image_shape=_fixed((8, 8, 1)),
+    ),
+    "shapes_captions": _generated_spec(
+        "shapes_captions",
+        "seq2seq",
+        "caption 1-3 coloured shapes; test images hold unseen (colour, shape, cell) triples",
+        shapes_captions.ShapesCaptionsConfig,
+        images.load_shapes_captions,
+        image_shape=_square,
+    ),
+    "mnist": DatasetSpec(
+        "mnist",
+        "classify",
+        "28x28 handwritten digits (TFDS catalog)",
+        {"max_shift": 2, "cache": False},
+        images.load_mnist,
+        image_shape=_fixed((28, 28, 1)),
+    ),
+    "cifar10": DatasetSpec(
+        "cifar10",
+        "classify",
+        "32x32 colour images of 10 classes, random crop and flip (TFDS catalog)",
+        {"max_shift": 4, "cache": False},
+        images.load_cifar10,
+        image_shape=_fixed((32, 32, 3)),
+    ),
+    "coco_captions": DatasetSpec(
+        "coco_captions",
+        "seq2seq",
+        "COCO 2014 images (centre square, image_size) and their first caption as bytes "
+        "(TFDS catalog, Karpathy splits)",
+        {"image_size": 64, "caption_length": 64, "cache": False},
+        images.load_coco_captions,
+        image_shape=_square,
+    ),
     "imdb_reviews": DatasetSpec(
         "imdb_reviews",
         "classify",
@@ -140,6 +193,9 @@ DATASETS: dict[str, DatasetSpec] = {
         loaders.load_imdb_reviews,
     ),
 }
+
+
+_NON_NEGATIVE = ("seed", "max_shift")  # int keys that may be 0
 
 
 def _check_value(name: str, key: str, value: Any, default: Any) -> None:
@@ -151,7 +207,7 @@ def _check_value(name: str, key: str, value: Any, default: Any) -> None:
         ok = isinstance(value, (bool, np.bool_))
     elif isinstance(default, int):
         ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-        ok = ok and (value >= 0 if key.endswith("seed") else value >= 1)
+        ok = ok and (value >= 0 if key.endswith(_NON_NEGATIVE) else value >= 1)
     elif isinstance(default, float):
         ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
     elif isinstance(default, tuple):
@@ -160,7 +216,7 @@ def _check_value(name: str, key: str, value: Any, default: Any) -> None:
         ok = True
     if not ok:
         if isinstance(default, int) and not isinstance(default, bool):
-            wanted = "a non-negative int" if key.endswith("seed") else "a positive int"
+            wanted = "a non-negative int" if key.endswith(_NON_NEGATIVE) else "a positive int"
         else:
             wanted = f"like {default!r} ({type(default).__name__})"
         raise ValueError(f"data.{key} must be {wanted} for dataset {name!r}, got {value!r}")
@@ -190,6 +246,13 @@ def _resolve(config: Mapping[str, Any] | Any) -> tuple[DatasetSpec, dict[str, An
         except (TypeError, ValueError) as error:
             raise ValueError(f"data ({name}): {error}") from None
     return spec, merged
+
+
+def image_shape_of(config: Mapping[str, Any] | Any) -> tuple[int, int, int] | None:
+    """The ``(H, W, C)`` of the images a ``data`` config section gives (checked, no data
+    read), or None where its inputs are tokens."""
+    spec, merged = _resolve(config)
+    return None if spec.image_shape is None else spec.image_shape(merged)
 
 
 def check_config(config: Mapping[str, Any] | Any) -> DatasetSpec:

@@ -1,6 +1,7 @@
 """The :class:`Task` the training loop sees: fixed-shape numpy batches by step, and eval splits.
 
-Batch dicts hold int32 ``inputs [B, T]``, ``targets`` (``[B]`` for "classify", ``[B, T]``
+Batch dicts hold int32 ``inputs [B, T]`` (or, for a task with an ``image_shape``, float32
+images ``[B, H, W, C]`` in [-1, 1]), ``targets`` (``[B]`` for "classify", ``[B, T]``
 for "tag" and "lm", ``[B, U]`` for "seq2seq") and float32 ``weights`` shaped like
 ``targets``: 0 on padding and on positions that are not scored. Padding uses id 0.
 """
@@ -20,6 +21,7 @@ from attn.models.task import TASK_KINDS
 
 __all__ = ["Task", "check_batching", "pad_to"]
 _READ_CHUNK = 1024  # records per batched read when caching a split
+_AUGMENT = 0x1A6  # the augmentation's stream of (seed, step) randomness
 
 
 def pad_to(ids: Any, length: int, *, truncate: bool = False) -> np.ndarray:
@@ -61,6 +63,8 @@ def _stack(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray
 class Task:
     """A dataset ready for training: shapes, vocabularies, tokenizers and batches.
 
+    ``image_shape`` set: ``inputs`` are images and ``augment`` may change train batches.
+
     ``splits`` maps split names to random-access record sources; ``preprocess`` turns one
     record into fixed-length arrays (``None``: records already are). With ``cache`` a split
     is read once, on first use, into memory; batches are identical either way.
@@ -72,7 +76,7 @@ class Task:
     target_vocab_size: int  # number of classes for "classify"
     input_length: int
     target_length: int  # 1 for "classify"
-    tokenizer: Tokenizer
+    tokenizer: Tokenizer | None  # None for image inputs
     target_tokenizer: Tokenizer | ClassLabels
     splits: Mapping[str, Sequence[Any]] = dataclasses.field(repr=False)
     preprocess: Callable[[Any], dict[str, np.ndarray]] | None = dataclasses.field(
@@ -83,6 +87,13 @@ class Task:
     seed: int = 0
     cache: bool = False
     config: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+    # Inputs are float32 images of this (H, W, C) shape rather than token ids.
+    image_shape: tuple[int, int, int] | None = None
+    # Random changes of a train batch (a random crop, a flip), drawn from the generator given:
+    # seeded by (seed, step), so a resumed run sees the same augmented batches.
+    augment: (
+        Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]] | None
+    ) = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -119,7 +130,10 @@ class Task:
         """Batch number ``step`` of the shuffled, endlessly repeated train split."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"step must be an int >= 0, got {step!r}")
-        return self._read("train", self._train_order[int(step)])
+        batch = self._read("train", self._train_order[int(step)])
+        if self.augment is not None:
+            batch = self.augment(batch, np.random.default_rng([self.seed, int(step), _AUGMENT]))
+        return batch
 
     def eval_batches(
         self, split: str = "test", max_batches: int | None = None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -107,14 +107,22 @@ _OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
-def prepare_catalog_dataset(name: str, data_dir: str) -> None:
-    """Download and write ``name`` as array_record into ``data_dir`` (no-op once prepared)."""
+def prepare_catalog_dataset(
+    name: str, data_dir: str, overrides: Mapping[str, Any] | None = None
+) -> tfds.core.DatasetBuilder:
+    """Download and write ``name`` as array_record into ``data_dir`` (no-op once prepared);
+    returns the builder that reads it. ``overrides`` replace attributes of tfds's builder class
+    (default: this module's, for the text datasets) where tfds would need TensorFlow."""
     base = tfds.builder_cls(name)
     builder_cls = type(
         f"TfFree{base.__name__}",
         (tfds_code_path_fix, base),
         # _code_path_of keeps tfds's checksums.tsv for the download; name keeps the folder.
-        {"name": base.name, "_code_path_of": base, **_OVERRIDES.get(name, {})},
+        {
+            "name": base.name,
+            "_code_path_of": base,
+            **(_OVERRIDES.get(name, {}) if overrides is None else overrides),
+        },
         skip_registration=True,
     )
     builder = builder_cls(data_dir=data_dir, file_format="array_record")
@@ -127,21 +135,21 @@ def prepare_catalog_dataset(name: str, data_dir: str) -> None:
             f"network connection once; or prepare it elsewhere (array_record) and copy "
             f"{os.path.join(data_dir, name)} here."
         ) from error
+    return builder
 
 
 def load_catalog_splits(
-    name: str, splits: Sequence[str], data_dir: str
+    name: str,
+    splits: Sequence[str],
+    data_dir: str,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Sequence[dict[str, Any]]]:
-    """Random-access sources for ``splits`` of a catalog dataset, preparing it if needed."""
-    prepare_catalog_dataset(name, data_dir)
-    sources = tfds.data_source(
-        name,
-        split=list(splits),
-        data_dir=data_dir,
-        download=False,
-        # Passing data_dir makes tfds keep its default (tfrecord) format; ask for array_record.
-        builder_kwargs={"file_format": "array_record"},
-    )
+    """Random-access sources for ``splits`` of a catalog dataset, preparing it if needed
+    (``overrides``: see :func:`prepare_catalog_dataset`)."""
+    builder = prepare_catalog_dataset(name, data_dir, overrides)
+    # Read through the same builder class: tfds's own may need TensorFlow just to build its
+    # info (coco_captions).
+    sources = builder.as_data_source(split=list(splits))
     return dict(zip(splits, sources, strict=True))
 
 

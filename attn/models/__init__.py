@@ -21,14 +21,17 @@ from flax import nnx
 
 from attn.models import options as options_lib
 from attn.models.base import TaskModel
+from attn.models.captioners import ShowAttendTell, TransformerCaptioner
 from attn.models.decoder_lm import DecoderLM
 from attn.models.encoder_classifier import EncoderClassifier
 from attn.models.encoder_decoder import EncoderDecoder
 from attn.models.rnn_seq2seq import RNNSeq2Seq
 from attn.models.stacks import AttentionOptions, TransformerOptions
-from attn.models.task import TASK_KINDS, TaskInfo, TaskSpec, check_task
+from attn.models.task import INPUT_KINDS, TASK_KINDS, TaskInfo, TaskSpec, check_task
+from attn.models.vit import ViT
 
 __all__ = [
+    "INPUT_KINDS",
     "MODELS",
     "TASK_KINDS",
     "AttentionOptions",
@@ -36,10 +39,13 @@ __all__ = [
     "EncoderClassifier",
     "EncoderDecoder",
     "RNNSeq2Seq",
+    "ShowAttendTell",
     "TaskInfo",
     "TaskModel",
     "TaskSpec",
+    "TransformerCaptioner",
     "TransformerOptions",
+    "ViT",
     "build_model",
     "default_config",
     "parse_options",
@@ -50,6 +56,9 @@ MODELS: dict[str, type[TaskModel]] = {
     "decoder_lm": DecoderLM,
     "encoder_decoder": EncoderDecoder,
     "rnn_seq2seq": RNNSeq2Seq,
+    "vit": ViT,
+    "transformer_captioner": TransformerCaptioner,
+    "show_attend_tell": ShowAttendTell,
 }
 
 
@@ -91,4 +100,5 @@ def build_model(options: Any, task: TaskSpec, *, rngs: nnx.Rngs) -> TaskModel:
     if isinstance(options, Mapping | ml_collections.ConfigDict):
         options = parse_options(options)
     model_class = _model_class(options.name)
-    return model_class(options, check_task(task, options.name, model_class.kinds), rngs=rngs)
+    info = check_task(task, options.name, model_class.kinds, model_class.input_kinds)
+    return model_class(options, info, rngs=rngs)

@@ -14,6 +14,7 @@ __all__ = [
     "TaskModel",
     "attention_maps_from",
     "batch_array",
+    "image_array",
     "jit_forward",
     "padding_mask",
     "record_attention",
@@ -34,6 +35,20 @@ def batch_array(batch: Batch, name: str, rank: int) -> Array:
             f"got {array.dtype}{list(array.shape)}"
         )
     return array.astype(jnp.int32)
+
+
+def image_array(batch: Batch, image_shape: tuple[int, int, int]) -> Array:
+    """``batch["inputs"]`` as float32 images ``[B, H, W, C]`` of ``image_shape``, or a
+    ``ValueError`` saying why not."""
+    if "inputs" not in batch:
+        raise ValueError(f"batch lacks 'inputs'; it has {sorted(batch)}")
+    array = jnp.asarray(batch["inputs"])
+    if array.ndim != 4 or tuple(array.shape[1:]) != tuple(image_shape):
+        raise ValueError(
+            f"batch['inputs'] must be images [B, {', '.join(map(str, image_shape))}], "
+            f"got {array.dtype}{list(array.shape)}"
+        )
+    return array.astype(jnp.float32)
 
 
 def padding_mask(valid_bs: Array) -> Array:
@@ -83,11 +98,13 @@ def jit_forward(model: nnx.Module, batch: Batch) -> Array:
 class TaskModel(nnx.Module):
     """A model for one kind of task; the training loop uses only these methods.
 
-    Batches are dicts: ``"inputs"`` int32 ``[B, T]`` (0 = padding), ``"targets"`` (``[B]``
+    Batches are dicts: ``"inputs"`` int32 ``[B, T]`` (0 = padding) or, for a model whose
+    ``input_kinds`` hold ``"image"``, float32 ``[B, H, W, C]``; ``"targets"`` (``[B]``
     classify, ``[B, T]`` tag and lm, ``[B, U]`` seq2seq) and ``"weights"`` (unused here).
     """
 
     kinds: ClassVar[tuple[str, ...]] = ()
+    input_kinds: ClassVar[tuple[str, ...]] = ("tokens",)  # attn.models.task.INPUT_KINDS
     Options: ClassVar[type]  # the dataclass of the model's options (its config section)
 
     def __call__(self, batch: Batch, *, deterministic: bool) -> Array:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -38,9 +40,7 @@ class EncoderDecoder(TaskModel):
             dtype=dtype,
             rngs=rngs,
         )
-        self.embed_inputs = Embedder(
-            task.input_vocab_size, config.features, max_length=task.input_length, **embed
-        )
+        self.embed_inputs = self._input_embedder(config, task, embed)
         self.embed_targets = Embedder(
             task.target_vocab_size + 1, config.features, max_length=task.target_length, **embed
         )
@@ -48,7 +48,18 @@ class EncoderDecoder(TaskModel):
         self.decoder = build_decoder(config, cross_attention=True, rngs=rngs)
         self.head = nnx.Linear(config.features, task.target_vocab_size, dtype=dtype, rngs=rngs)
 
-    def _encode(self, inputs_bt: Array, deterministic: bool) -> tuple[Array, Array]:
+    def _input_embedder(
+        self, config: TransformerOptions, task: TaskInfo, embed: dict[str, Any]
+    ) -> nnx.Module:
+        """What turns the inputs into ``[B, T, D]`` (a subclass may read other inputs)."""
+        return Embedder(
+            task.input_vocab_size, config.features, max_length=task.input_length, **embed
+        )
+
+    def _inputs(self, batch: Batch) -> Array:
+        return batch_array(batch, "inputs", 2)
+
+    def _encode(self, inputs_bt: Array, deterministic: bool) -> tuple[Array, Array | None]:
         """Encoder output ``[B, T, D]`` and its cross-attention mask ``[B, 1, 1, T]``."""
         valid_bt = inputs_bt != 0
         x_btd = self.embed_inputs(inputs_bt, deterministic=deterministic)
@@ -70,7 +81,7 @@ class EncoderDecoder(TaskModel):
 
     def __call__(self, batch: Batch, *, deterministic: bool) -> Array:
         return self._teacher_forced(
-            batch_array(batch, "inputs", 2), batch_array(batch, "targets", 2), deterministic
+            self._inputs(batch), batch_array(batch, "targets", 2), deterministic
         )
 
     def predict(self, batch: Batch) -> Array:
@@ -79,7 +90,7 @@ class EncoderDecoder(TaskModel):
 
     def greedy_decode(self, batch: Batch) -> tuple[Array, Array]:
         """Greedy tokens int32 ``[B, U]`` and the logits ``[B, U, V]`` each step chose from."""
-        return _jit_greedy(self, batch_array(batch, "inputs", 2))
+        return _jit_greedy(self, self._inputs(batch))
 
     def attention_maps(self, batch: Batch) -> dict[str, Array]:
         """Encoder self-attention, decoder self- and cross-attention while decoding greedily.
@@ -87,7 +98,7 @@ class EncoderDecoder(TaskModel):
         They come from a teacher-forced pass over the greedy predictions, which reproduces the
         decoding steps' attention exactly (the decoder is causal).
         """
-        return _jit_attention_maps(self, batch_array(batch, "inputs", 2))
+        return _jit_attention_maps(self, self._inputs(batch))
 
 
 @nnx.jit

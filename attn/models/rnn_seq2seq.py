@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -70,16 +71,11 @@ class RNNSeq2Seq(TaskModel):
         self.bos_id = task.target_vocab_size
         self.target_length = task.target_length
         embed = dict(positional="none", dropout_rate=config.dropout_rate, dtype=dtype, rngs=rngs)
-        self.embed_inputs = Embedder(
-            task.input_vocab_size, embed_features, max_length=task.input_length, **embed
-        )
+        self.embed_inputs = self._input_embedder(config, task, embed)
         self.embed_targets = Embedder(
             task.target_vocab_size + 1, embed_features, max_length=task.target_length, **embed
         )
-        self.encoder = BidirectionalEncoder(
-            config.cell, embed_features, features, dtype=dtype, rngs=rngs
-        )
-        self.bridge = nnx.Linear(features // 2, features, dtype=dtype, rngs=rngs)
+        self._build_encoder(config, task, rngs)
         self.step = AttentionStep(
             config.cell,
             config.attention.score,
@@ -94,6 +90,23 @@ class RNNSeq2Seq(TaskModel):
         )
         self.head = nnx.Linear(2 * features, task.target_vocab_size, dtype=dtype, rngs=rngs)
 
+    def _input_embedder(self, config: Any, task: TaskInfo, embed: dict[str, Any]) -> Any:
+        """Token embeddings of the inputs (a subclass may read other inputs)."""
+        return Embedder(
+            task.input_vocab_size, config.embed_features, max_length=task.input_length, **embed
+        )
+
+    def _build_encoder(self, config: Any, task: TaskInfo, rngs: nnx.Rngs) -> None:
+        """The bidirectional encoder and the bridge to the decoder's first state."""
+        features, dtype = config.hidden_features, DTYPES[config.dtype]
+        self.encoder = BidirectionalEncoder(
+            config.cell, config.embed_features, features, dtype=dtype, rngs=rngs
+        )
+        self.bridge = nnx.Linear(features // 2, features, dtype=dtype, rngs=rngs)
+
+    def _inputs(self, batch: Batch) -> Array:
+        return batch_array(batch, "inputs", 2)
+
     def _encode(self, inputs_bt: Array, deterministic: bool) -> tuple[Array, Array, Carry]:
         """Encoder states ``[B, T, H]``, which are real ``[B, T]``, the decoder's first carry."""
         valid_bt = inputs_bt != 0
@@ -107,7 +120,7 @@ class RNNSeq2Seq(TaskModel):
         return self.head(readout).astype(jnp.float32)
 
     def __call__(self, batch: Batch, *, deterministic: bool) -> Array:
-        inputs_bt = batch_array(batch, "inputs", 2)
+        inputs_bt = self._inputs(batch)
         targets_bu = batch_array(batch, "targets", 2)
         memory_bth, valid_bt, carry = self._encode(inputs_bt, deterministic)
         y_bue = self.embed_targets(
@@ -122,12 +135,12 @@ class RNNSeq2Seq(TaskModel):
 
     def greedy_decode(self, batch: Batch) -> tuple[Array, Array]:
         """Greedy tokens int32 ``[B, U]`` and the logits ``[B, U, V]`` each step chose from."""
-        tokens_bu, (logits_buv, _) = _jit_greedy(self, batch_array(batch, "inputs", 2))
+        tokens_bu, (logits_buv, _) = _jit_greedy(self, self._inputs(batch))
         return tokens_bu, logits_buv
 
     def attention_maps(self, batch: Batch) -> dict[str, Array]:
         """``{"rnn/alignment": [B, 1, U, T]}``: the attention weights of each greedy step."""
-        _, (_, weights_but) = _jit_greedy(self, batch_array(batch, "inputs", 2))
+        _, (_, weights_but) = _jit_greedy(self, self._inputs(batch))
         return {"rnn/alignment": weights_but[:, None]}
 
 

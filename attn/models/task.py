@@ -7,16 +7,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["TASK_KINDS", "TaskInfo", "TaskSpec", "check_task"]
+__all__ = ["INPUT_KINDS", "TASK_KINDS", "TaskInfo", "TaskSpec", "check_task"]
 
 # What a task asks for: a class per example, a tag per token, an output sequence, the next token.
 TASK_KINDS = ("classify", "tag", "seq2seq", "lm")
+# What its inputs are: int32 token ids [B, T], or float32 images [B, H, W, C].
+INPUT_KINDS = ("tokens", "image")
 
 
 class TaskSpec(Protocol):
     """What a model needs to know about its task (``attn.data`` tasks have these attributes).
 
-    Token id 0 is padding in inputs and targets.
+    Token id 0 is padding in inputs and targets. A task whose inputs are images has an
+    ``image_shape`` ``(H, W, C)``; its ``input_vocab_size`` and ``input_length`` are unused.
     """
 
     kind: str  # one of TASK_KINDS
@@ -31,10 +34,15 @@ class TaskInfo:
     """The checked :class:`TaskSpec` fields as plain Python values (models keep some)."""
 
     kind: str
-    input_vocab_size: int
+    input_vocab_size: int  # 0 for image inputs
     target_vocab_size: int
-    input_length: int
+    input_length: int  # 0 for image inputs
     target_length: int  # 0 where the task kind does not use it
+    image_shape: tuple[int, int, int] | None = None  # (H, W, C) for image inputs
+
+    @property
+    def input_kind(self) -> str:
+        return "tokens" if self.image_shape is None else "image"
 
 
 def _positive_int(task: TaskSpec, field: str) -> int:
@@ -44,9 +52,26 @@ def _positive_int(task: TaskSpec, field: str) -> int:
     return int(value)
 
 
-def check_task(task: TaskSpec, model_name: str, kinds: tuple[str, ...]) -> TaskInfo:
+def _image_shape(task: Any) -> tuple[int, int, int] | None:
+    shape = getattr(task, "image_shape", None)
+    if shape is None:
+        return None
+    shape = tuple(shape)
+    if len(shape) != 3 or not all(
+        isinstance(n, int | np.integer) and not isinstance(n, bool) and n >= 1 for n in shape
+    ):
+        raise ValueError(f"task.image_shape must be (H, W, C) of positive ints, got {shape!r}")
+    return tuple(int(n) for n in shape)  # type: ignore[return-value]
+
+
+def check_task(
+    task: TaskSpec,
+    model_name: str,
+    kinds: tuple[str, ...],
+    input_kinds: tuple[str, ...] = ("tokens",),
+) -> TaskInfo:
     """``task`` as a :class:`TaskInfo`, or ``ValueError`` unless it has the :class:`TaskSpec`
-    fields and a kind in ``kinds``."""
+    fields, a kind in ``kinds`` and inputs of a kind in ``input_kinds``."""
     missing = [field for field in TaskSpec.__annotations__ if not hasattr(task, field)]
     if missing:
         raise ValueError(f"task {task!r} lacks {missing}; a task needs kind, vocab sizes, lengths")
@@ -58,11 +83,22 @@ def check_task(task: TaskSpec, model_name: str, kinds: tuple[str, ...]) -> TaskI
             f"model {model_name!r} does not handle task kind {kind!r}; it handles "
             f"{', '.join(kinds)}"
         )
+    image_shape = _image_shape(task)
+    input_kind = "tokens" if image_shape is None else "image"
+    if input_kind not in input_kinds:
+        raise ValueError(
+            f"model {model_name!r} reads {' or '.join(input_kinds)} inputs, but the task's "
+            f"inputs are {input_kind}"
+            + (f" of shape {image_shape}" if image_shape else "")
+            + "; pick a model for them"
+        )
+    tokens = image_shape is None
     return TaskInfo(
         kind=kind,
-        input_vocab_size=_positive_int(task, "input_vocab_size"),
+        input_vocab_size=_positive_int(task, "input_vocab_size") if tokens else 0,
         target_vocab_size=_positive_int(task, "target_vocab_size"),
-        input_length=_positive_int(task, "input_length"),
+        input_length=_positive_int(task, "input_length") if tokens else 0,
         # Only seq2seq reads it: the other kinds' targets follow the inputs or are [B].
         target_length=_positive_int(task, "target_length") if kind == "seq2seq" else 0,
+        image_shape=image_shape,
     )

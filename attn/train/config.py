@@ -213,29 +213,37 @@ class Checked:
     learning_rate: Any
 
 
-def _stand_in_batch(kind: str, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+def _stand_in_batch(
+    kind: str, length: int, image_shape: tuple[int, int, int] | None
+) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes of a two-example batch of task ``kind`` (see :class:`attn.data.Task`)."""
     target_shape = (2,) if kind == "classify" else (2, length)
+    inputs = (
+        jax.ShapeDtypeStruct((2, length), jnp.int32)
+        if image_shape is None
+        else jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
+    )
     return {
-        "inputs": jax.ShapeDtypeStruct((2, length), jnp.int32),
+        "inputs": inputs,
         "targets": jax.ShapeDtypeStruct(target_shape, jnp.int32),
         "weights": jax.ShapeDtypeStruct(target_shape, jnp.float32),
     }
 
 
-def _trace_model(options: Any, kind: str) -> None:
+def _trace_model(options: Any, kind: str, image_shape: tuple[int, int, int] | None) -> None:
     """Build the model and run a training forward pass and a prediction on a stand-in task of
-    ``kind`` as shapes only (``jax.eval_shape``): every check of the modules and of the
-    attention implementations runs, nothing is compiled."""
+    ``kind`` (with the dataset's image shape, if any) as shapes only (``jax.eval_shape``):
+    every check of the modules and of the attention implementations runs, nothing is
+    compiled."""
     length = 8
-    task = models.TaskInfo(kind, length, length, length, length)
+    task = models.TaskInfo(kind, length, length, length, length, image_shape)
 
     def forward(batch: dict[str, jax.Array]) -> Any:
         model = models.build_model(options, task, rngs=nnx.Rngs(0))
         return model(batch, deterministic=False), model.predict(batch)
 
     try:
-        jax.eval_shape(forward, _stand_in_batch(kind, length))
+        jax.eval_shape(forward, _stand_in_batch(kind, length, image_shape))
     except (ValueError, TypeError) as error:
         raise ValueError(f"model ({options.name}): {error}") from None
 
@@ -278,6 +286,29 @@ def validate(config: ml_collections.ConfigDict) -> Checked:
             f"{dataset.kind!r} task); models for it: "
             f"{', '.join(n for n, m in models.MODELS.items() if dataset.kind in m.kinds)}"
         )
+    image_shape = data.image_shape_of(config.data)
+    input_kind = "tokens" if image_shape is None else "image"
+    if input_kind not in model_class.input_kinds:
+        raise ValueError(
+            f"model.name: {model.name!r} reads {' or '.join(model_class.input_kinds)} inputs, "
+            f"but dataset {dataset.name!r} gives {input_kind}; models for it: "
+            + ", ".join(
+                n
+                for n, m in models.MODELS.items()
+                if dataset.kind in m.kinds and input_kind in m.input_kinds
+            )
+        )
+    captions = image_shape is not None and dataset.kind == "seq2seq"
+    if train.best_metric == "bleu4" and not captions:
+        raise ValueError(
+            f"train.best_metric='bleu4' is reported for image captioning only, not for "
+            f"dataset {dataset.name!r}"
+        )
+    if train.best_metric == "localisation" and dataset.name != "shapes_captions":
+        raise ValueError(
+            "train.best_metric='localisation' needs object masks, which only dataset "
+            f"'shapes_captions' has (not {dataset.name!r})"
+        )
     if train.sample_tokens and model_class.sample is models.TaskModel.sample:
         raise ValueError(
             f"train.sample_tokens={train.sample_tokens}: model {model.name!r} does not sample "
@@ -293,7 +324,7 @@ def validate(config: ml_collections.ConfigDict) -> Checked:
         raise ValueError(
             f"data.batch_size={batch_size} must be a multiple of the {devices} local devices"
         )
-    _trace_model(model, dataset.kind)
+    _trace_model(model, dataset.kind, image_shape)
     return Checked(dataset, model, optim, train, optimizer, learning_rate)
 
 

@@ -39,7 +39,9 @@ from attn.models.options import with_values
 from attn.train import config as config_lib
 from attn.train import metrics as metrics_lib
 from attn.train import workdir as workdir_lib
+from attn.train.caption_metrics import CaptionScores
 from attn.train.checkpoints import Checkpoints
+from attn.train.image_attention import image_attention_plots
 from attn.train.interrupt import TrainingInterrupted, stop_requests
 from attn.train.plots import plot_attention, plot_curves
 from attn.train.prefetch import Prefetcher
@@ -192,11 +194,15 @@ class Experiment:
     def _all_finite(params: Any) -> jax.Array:
         return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params)]))
 
-    def _eval_step_fn(self, params: Any, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    def _eval_step_fn(
+        self, params: Any, batch: dict[str, jax.Array]
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """The batch's metric sums and the model's predictions (greedy for seq2seq)."""
         model = self.model(params)
         logits = model(batch, deterministic=True)
         predictions = model.predict(batch)
-        return metrics_lib.metric_sums(logits, predictions, batch["targets"], batch["weights"])
+        sums = metrics_lib.metric_sums(logits, predictions, batch["targets"], batch["weights"])
+        return sums, predictions
 
     # ------------------------------------------------------------------ host side
 
@@ -224,13 +230,25 @@ class Experiment:
         self.state = jax.device_put(state, NamedSharding(self.mesh, P()))
         return step
 
+    @property
+    def captions_images(self) -> bool:
+        """Whether the task writes text about images (scored by :class:`CaptionScores`)."""
+        return self.task.image_shape is not None and self.task.kind == "seq2seq"
+
     def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Loss, accuracy and sequence accuracy over ``split`` (``train.eval_batches`` at
+        most); for captions also BLEU-4 and attention localisation."""
         totals: dict[str, float] = {}
+        scores = None
+        if self.captions_images:
+            scores = CaptionScores(self.task.target_tokenizer, self.model(self.state["params"]))
         for batch in self.task.eval_batches(split, max_batches=self.config.train.eval_batches):
-            sums = self._eval_step(self.state["params"], self.shard(batch))
+            sums, predictions = self._eval_step(self.state["params"], self.shard(batch))
             for name, value in sums.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
-        return metrics_lib.finalize(totals)
+            if scores is not None:
+                scores.update(batch, np.asarray(predictions))
+        return {**metrics_lib.finalize(totals), **(scores.result() if scores else {})}
 
     def plot(self, split: str = "test", tag: str = "", count: int | None = None) -> list[Path]:
         """Attention maps of the first ``count`` (default ``train.plot_examples``) examples of
@@ -241,6 +259,10 @@ class Experiment:
         return self.plot_batch({name: value[:count] for name, value in batch.items()}, tag)
 
     def plot_batch(self, batch: dict[str, np.ndarray], tag: str = "") -> list[Path]:
+        """Attention pictures of each example of ``batch``: maps with tokens on the axes, or
+        for images the attention drawn over the image."""
+        if self.task.image_shape is not None:
+            return image_attention_plots(self, batch, tag)
         model = self.model(self.state["params"])
         maps = model.attention_maps({name: jnp.asarray(value) for name, value in batch.items()})
         paths = []

@@ -10,8 +10,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-# What finalize() reports: the names train.best_metric may take.
-METRICS = ("loss", "accuracy", "sequence_accuracy")
+# What finalize() reports, and the caption scores (attn.train.caption_metrics): the names
+# train.best_metric may take.
+METRICS = ("loss", "accuracy", "sequence_accuracy", "bleu4", "localisation")
 
 
 def metric_sums(

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from data.mock_images import mock_image_data
 
 from attn import cli
 from attn.train import NonFiniteLossError, load_config, train_and_evaluate
@@ -32,14 +33,22 @@ pytestmark = pytest.mark.slow
 
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.py"))
 CATALOG_DATASETS = {"tiny_shakespeare", "imdb_reviews"}
+CATALOG_IMAGES = {"mnist", "cifar10", "coco_captions"}
+
+
+def _mock_catalog(name: str):
+    """Catalog datasets cannot be downloaded here: their real loaders read mock records."""
+    if name in CATALOG_IMAGES:
+        return mock_image_data()
+    if name in CATALOG_DATASETS:
+        return tfds.testing.mock_data(num_examples=4)
+    return contextlib.nullcontext()
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_smoke_variant_trains_and_evaluates(path, tmp_path):
     config = load_config(f"{path}:smoke")
-    # Catalog datasets cannot be downloaded here: run their real loader on TFDS mock records.
-    catalog_dataset = config.data.name in CATALOG_DATASETS
-    with tfds.testing.mock_data(num_examples=4) if catalog_dataset else contextlib.nullcontext():
+    with _mock_catalog(config.data.name):
         final = train_and_evaluate(config, tmp_path)
     assert np.isfinite(final["eval"]["loss"])
     assert 0.0 <= final["eval"]["accuracy"] <= 1.0
