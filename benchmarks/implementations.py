@@ -2,8 +2,10 @@
 
 All compute softmax(q k^T / sqrt(H)) v with an optional causal mask (query i sees keys
 j <= i), except "linear" (elu + 1 features) and "performer" (FAVOR+, 256 random features),
-which approximate it. Peer libraries (flax, tokamax) are imported lazily, only when their case
-runs.
+which approximate it. "dense", "chunked", "pallas", "cudnn" and "auto" are
+``attn.attend(implementation=...)`` ("cudnn" needs a GPU and 16-bit inputs; "auto" is attend's
+own choice); "jax.nn" is ``jax.nn.dot_product_attention`` itself (its cuDNN path on GPU). Peer
+libraries (flax, tokamax) are imported lazily, only when their case runs.
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ def _performer(causal: bool) -> Fn:
 IMPLEMENTATIONS: dict[str, Callable[[bool], Fn]] = {
     "dense": functools.partial(_attend, "dense"),
     "chunked": functools.partial(_attend, "chunked"),
+    "pallas": functools.partial(_attend, "pallas"),
+    "cudnn": functools.partial(_attend, "cudnn"),
+    "auto": functools.partial(_attend, "auto"),
     "jax.nn": _jax_nn,
     "flax.nnx": _flax_nnx,
     "tokamax": _tokamax,

@@ -2,7 +2,7 @@
 one after another, as ``attn sweep`` and K ``attn run``s would.
 
     python -m benchmarks.sweep [--experiments reverse mqar] [--ks 1 2 4 8] [--steps N]
-                               [--repeats 1] [--out FILE.json]
+                               [--repeats 1] [--sequential-sample M] [--out FILE.json]
 
 An experiment is named by its file in ``experiments/``, optionally with its ``:ARG``
 (``reverse:smoke`` runs in seconds, for checking the script itself).
@@ -16,7 +16,10 @@ with its plots) and one checkpoint, at the last step. Two measurements per K:
 - **vmapped**: the K trials validated and trained by
   :func:`attn.train.sweep.vmapped.train_program`, one compiled program;
 - **sequential**: each trial by :func:`attn.train.train_and_evaluate` (what ``attn run`` calls,
-  in this process: no interpreter start-up per trial, which favours sequential), in turn.
+  in this process: no interpreter start-up per trial, which favours sequential), in turn. With
+  ``--sequential-sample M`` only M of the K trials run (spread over the learning rates) and the
+  sequential wall time and steady steps are extrapolated as K / M times the sample's; the
+  table's "sequential timed" column says so ("4 of 64 (x16.0)"), else it reads "all K".
 
 The sequential runs are split around the program (half before, half after; for K=1 the order
 alternates over repeats), so that a shared machine's drifting load falls on both alike; each
@@ -68,7 +71,8 @@ DEFAULT_KS = (1, 2, 4, 8)
 LR_STEP = 2**0.5
 
 HEADER = (
-    "| experiment | K | steps | sequential (trials/h) | vmapped (trials/h) | vmapped / sequential"
+    "| experiment | K | steps | sequential timed | sequential (trials/h) | vmapped (trials/h)"
+    " | vmapped / sequential"
     " | steady sequential (trial-steps/s) | steady vmapped (trial-steps/s)"
     " | steady vmapped / sequential |"
 )
@@ -167,34 +171,56 @@ def run_alone(trial: Trial, workdir: Path) -> Run:
     return Run(seconds, 1, *steady_window(workdir))
 
 
-def _total(runs: list[Run]) -> Run:
+def _total(runs: list[Run], trials: int) -> Run:
+    """``runs`` added up and extrapolated to ``trials`` trials (``trials / len(runs)`` times
+    their totals; exact when every trial ran)."""
+    scale = trials / len(runs)
     return Run(
-        sum(r.seconds for r in runs),
-        sum(r.trials for r in runs),
-        sum(r.steady_steps for r in runs),
-        sum(r.steady_seconds for r in runs),
+        scale * sum(r.seconds for r in runs),
+        trials,
+        round(scale * sum(r.steady_steps for r in runs)),
+        scale * sum(r.steady_seconds for r in runs),
     )
 
 
-def measure(name: str, k: int, steps: int, repeats: int, root: Path) -> dict[str, Any]:
+def sample(trials: list[Trial], size: int | None) -> list[Trial]:
+    """``size`` of ``trials`` spread evenly over them (all when ``size`` is None or >= K)."""
+    if size is None or size >= len(trials):
+        return trials
+    if size < 1:
+        raise ValueError(f"--sequential-sample must be at least 1, got {size}")
+    return [trials[round(i * (len(trials) - 1) / max(size - 1, 1))] for i in range(size)]
+
+
+def timed_label(timed: int, k: int) -> str:
+    """The table's "sequential timed" cell: how many of the K trials ran one by one."""
+    return f"all {k}" if timed == k else f"{timed} of {k} (x{k / timed:.1f})"
+
+
+def measure(
+    name: str, k: int, steps: int, repeats: int, root: Path, sequential_sample: int | None = None
+) -> dict[str, Any]:
     """Rounds of the sequential runs split around the vmapped program; the median rates and
-    ratios over rounds, and each round's runs."""
+    ratios over rounds, and each round's runs. ``sequential_sample`` trials run one by one
+    (all K if None), their totals extrapolated to K."""
     base = base_config(name, steps)
     trials = make_trials(base, k)
+    timed = sample(trials, sequential_sample)
     rounds = []
     for index in range(repeats):
         # K=1: the program first in even rounds, last in odd ones.
-        split = k // 2 if index % 2 == 0 else (k + 1) // 2
+        split = len(timed) // 2 if index % 2 == 0 else (len(timed) + 1) // 2
         directory = root / f"{name}-K{k}-round{index}"
-        sequential = [run_alone(t, directory / "sequential" / t.id) for t in trials[:split]]
+        sequential = [run_alone(t, directory / "sequential" / t.id) for t in timed[:split]]
         vmapped = run_vmapped(base, k, directory / "vmapped")
-        sequential += [run_alone(t, directory / "sequential" / t.id) for t in trials[split:]]
+        sequential += [run_alone(t, directory / "sequential" / t.id) for t in timed[split:]]
         shutil.rmtree(directory)
-        rounds.append({"sequential": _total(sequential), "vmapped": vmapped})
+        rounds.append({"sequential": _total(sequential, k), "vmapped": vmapped})
     return {
         "experiment": name,
         "k": k,
         "steps": steps,
+        "sequential_timed": len(timed),
         "learning_rates": [t.config.optim.learning_rate for t in trials],
         **summarize(rounds),
         "rounds": [
@@ -222,6 +248,7 @@ def summarize(rounds: list[dict[str, Run]]) -> dict[str, float]:
 def row(result: dict[str, Any]) -> str:
     return (
         f"| {result['experiment']} | {result['k']} | {result['steps']}"
+        f" | {timed_label(result['sequential_timed'], result['k'])}"
         f" | {result['sequential_trials_per_hour']:.0f} | {result['vmapped_trials_per_hour']:.0f}"
         f" | {result['ratio']:.2f} | {result['sequential_steady_rate']:.1f}"
         f" | {result['vmapped_steady_rate']:.1f} | {result['steady_ratio']:.2f} |"
@@ -242,14 +269,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ks", nargs="+", type=int, default=list(DEFAULT_KS))
     parser.add_argument("--steps", type=int, help="steps per trial (default: per experiment)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds per experiment and K")
-    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--sequential-sample",
+        type=int,
+        metavar="M",
+        help="run only M of the K trials one by one and extrapolate their time to K",
+    )
+    parser.add_argument(
+        "--out", type=Path, help="also write the results as JSON here (after every row)"
+    )
     args = parser.parse_args(argv)
     # Data set builders warn about their custom configurations on every build.
     logging.getLogger("absl").setLevel(logging.ERROR)
     started = time.perf_counter()
     machine = (
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"jax {jax.__version__} on {jax.devices()[0].platform}"
+        f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.devices()[0].device_kind})"
     )
     print(f"{machine}; load average {os.getloadavg()[0]:.1f} at the start\n")
     print(HEADER)
@@ -260,12 +295,16 @@ def main(argv: list[str] | None = None) -> None:
             warm_up(name, Path(root))
             steps = args.steps or DEFAULT_STEPS.get(name.partition(":")[0], 100)
             for k in args.ks:
-                results.append(measure(name, k, steps, args.repeats, Path(root)))
+                results.append(
+                    measure(name, k, steps, args.repeats, Path(root), args.sequential_sample)
+                )
                 print(row(results[-1]), flush=True)
+                if args.out:
+                    # Rewritten after every row: a run stopped at a later K keeps these.
+                    report = {"machine": machine, "results": results}
+                    args.out.write_text(json.dumps(report, indent=1) + "\n")
     minutes = (time.perf_counter() - started) / 60
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end; {minutes:.1f} minutes in all")
-    if args.out:
-        args.out.write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -47,10 +47,12 @@ def interleaved_medians(
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
-def matmul_case(size: int) -> tuple[Callable[..., Any], tuple[jax.Array, jax.Array]]:
-    """A compiled float32 ``[size, size] @ [size, size]`` and its operands (``2 size^3`` FLOPs):
-    the roofline, timed alongside the cases it is compared with."""
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+def matmul_case(
+    size: int, dtype: jnp.dtype = jnp.float32
+) -> tuple[Callable[..., Any], tuple[jax.Array, jax.Array]]:
+    """A compiled ``[size, size] @ [size, size]`` in ``dtype`` and its operands (``2 size^3``
+    FLOPs): the roofline, timed alongside the cases it is compared with."""
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+    b = jax.random.normal(jax.random.key(1), (size, size), dtype)
     fn, _ = compile_with_memory(jnp.matmul, a, b)
     return fn, (a, b)

@@ -1,12 +1,12 @@
 """Weightings a chunked kernel applies one key tile at a time.
 
 Layout: in the forward pass logits ``x`` are ``[batch, rows, kv_tile]`` float32 (the kernel's
-``[B * K, q_tile * G, kv_tile]``); the backward pass works on the transposed tile ``[batch,
-kv_tile, rows]``, where every matmul it needs has XLA:CPU's fast operand layout. Row quantities
-are ``[batch, rows]``; ``visible`` is a bool broadcastable to the tile or ``None`` (every entry
-visible). Each
-weighting may take one per-row parameter (``param``): the sink logit of softmax, the bias of
-sigmoid, the scale of ReLU. Semantics are those of :mod:`attn.weighting`: masked entries get
+``[B * K, q_tile * G, kv_tile]``; a Pallas program's tiles have no batch axis, ``[rows,
+kv_tile]``); the backward pass works on the transposed tile ``[batch, kv_tile, rows]``, where
+every matmul it needs has XLA:CPU's fast operand layout. Row quantities are ``[batch, rows]``
+(``[rows]``); ``visible`` is a bool broadcastable to the tile or ``None`` (every entry visible).
+Each weighting may take one per-row parameter (``param``): the sink logit of softmax, the bias
+of sigmoid, the scale of ReLU. Semantics are those of :mod:`attn.weighting`: masked entries get
 weight 0 and gradient 0, a row with nothing visible outputs 0.
 """
 
@@ -32,9 +32,9 @@ def api_lse(lse: Array) -> Array:
 
 
 def _weighted_values(weights: Array, v_j: Array) -> Array:
-    return jnp.einsum(
-        "brs,bsh->brh", weights, v_j.astype(weights.dtype), preferred_element_type=jnp.float32
-    )
+    """``weights [..., rows, kv_tile] @ v_j [..., kv_tile, Hv]``: batched in the chunked kernel,
+    2-D in a Pallas program (Triton's dot takes no batch axis)."""
+    return jnp.matmul(weights, v_j.astype(weights.dtype), preferred_element_type=jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -120,7 +120,8 @@ def _forward(
         tile = functools.partial(rules.program_tile_values, num_heads=N, num_kv_heads=K)
         where = {"batch_index": bk // K, "kv_head": bk % K, "q_start": i * tq, "q_tile": tq}
         q_i = q_ref[0]
-        param_i = None if param_ref is None else param_ref[...]
+        # Tiles stay 2-D, [rows, kv_tile]: Triton's dot takes no batch axis.
+        param_i = None if param_ref is None else param_ref[0]
 
         def step(j: Array, carry: Any) -> Any:
             state, acc = carry
@@ -138,20 +139,28 @@ def _forward(
             visible = (j * tk + jnp.arange(tk)) < st.kv_len
             if mask is not None:
                 visible = visible & tile(mask.rule, **where, **kv_where)
-            return kind.accumulate(x[None], visible[None], state, acc, v_j[None], param_i)
+            return kind.accumulate(x, visible, state, acc, v_j, param_i)
 
-        init = (kind.init((1, rows), param_i), jnp.zeros((1, rows, Hv), jnp.float32))
+        init = (kind.init((rows,), param_i), jnp.zeros((rows, Hv), jnp.float32))
         state, acc = jax.lax.fori_loop(ranges_ref[i, 0], ranges_ref[i, 1], step, init)
         out, lse = kind.finish(state, acc, param_i)
-        out_refs[0][...] = out
+        out_refs[0][...] = out[None]
         if lse is not None:
-            out_refs[1][...] = lse
+            out_refs[1][...] = lse[None]
 
     out_shape = [jax.ShapeDtypeStruct((BK, q.shape[1], Hv), jnp.float32)]
     out_specs = [pl.BlockSpec((1, rows, Hv), lambda bk, i: (bk, i, 0))]
     if kind.has_lse:
         out_shape.append(jax.ShapeDtypeStruct(q.shape[:2], jnp.float32))
         out_specs.append(rows_spec)
+    compiler_params = None
+    if not interpret:
+        # Triton, named: jax 0.10 lowers an unnamed GPU kernel with Mosaic GPU, which refuses
+        # this kernel's small copies; jax 0.11 defaults to Triton. Imported here: it needs a
+        # jaxlib built with Triton, which the interpreter does not.
+        from jax.experimental.pallas import triton as pltriton
+
+        compiler_params = pltriton.CompilerParams()
     results = pl.pallas_call(
         body,
         out_shape=out_shape,
@@ -159,6 +168,7 @@ def _forward(
         in_specs=in_specs,
         out_specs=out_specs,
         interpret=interpret,
+        compiler_params=compiler_params,
     )(q, k, v, ranges, *([] if param is None else [param]), *values, *extras)
     return results[0], (results[1] if kind.has_lse else None)
 

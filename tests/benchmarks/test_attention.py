@@ -38,6 +38,25 @@ def test_bench_times_every_case_and_checks_it_against_dense(tmp_path):
     assert report["environment"]["backend"] == "cpu"
 
 
+def test_bench_in_bfloat16_with_attends_implementations_and_a_baseline(tmp_path):
+    names = ["dense", "pallas", "cudnn", "auto"]
+    extra = ["--dtype", "bfloat16", "--causal", "yes", "--baseline", "dense"]
+    report = _bench(tmp_path, *extra, "--implementations", *names)
+    rows = {row["implementation"]: row for row in report["results"]}
+    assert report["arguments"]["dtype"] == "bfloat16"
+    # cuDNN needs a GPU: its row says why, and the run goes on.
+    assert rows["cudnn"]["skipped"].startswith("failed: ValueError:")
+    assert "cuDNN needs a GPU" in rows["cudnn"]["skipped"]
+    for name in ("dense", "pallas", "auto"):
+        assert rows[name]["dtype"] == "bfloat16" and rows[name]["seconds_forward_backward"] > 0
+        # Against float32 attention of the same rounded inputs: the output's rounding.
+        assert 0 < rows[name]["error"] < 2e-2, rows[name]
+    table = (tmp_path / "bench.md").read_text()
+    assert "Time per call in ms (x dense's time" in table
+    [forward] = [line for line in table.splitlines() if line.startswith("| 128 | yes | fwd |")]
+    assert forward.split(" | ")[3].endswith("(1.00)") and forward.split(" | ")[5] == "—"
+
+
 def test_bench_reports_a_missing_library_instead_of_failing(tmp_path, monkeypatch):
     def missing(causal):
         raise ModuleNotFoundError("No module named 'tokamax'", name="tokamax")
