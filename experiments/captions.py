@@ -1,8 +1,8 @@
 """Image captioning with attention on shapes_captions (generated here): 1-3 coloured shapes
-on a 32x32 canvas, captioned "a red circle left of a blue square above a green triangle".
+on a 48x48 canvas, captioned "a red circle left of a blue square above a green triangle".
 Every test image shows a (colour, shape, cell) combination never seen in training.
 
-The default is a Transformer captioner (4x4 patches, a 2-layer encoder, a 2-layer decoder
+The default is a Transformer captioner (6x6 patches, a 2-layer encoder, a 2-layer decoder
 with cross-attention); ``:sat`` is Show, Attend and Tell (Xu et al. 2015): a CNN grid and an
 LSTM decoder with additive attention. Both decode greedily for evaluation. Besides exact
 match (``sequence_accuracy``) and BLEU-4, evaluation reports attention localisation: the
@@ -32,13 +32,15 @@ def get_config(arg: str | None = None):
         num_train=20_000,
         num_validation=500,
         num_test=1_000,
-        image_size=32,
+        image_size=48,
         max_objects=3,
     )
     if sat:
-        config.model.update(cell="lstm", embed_features=64, hidden_features=128, conv_channels=32)
+        config.model.update(
+            cell="lstm", embed_features=64, hidden_features=128, conv_channels=16, num_downsamples=3
+        )
     else:
-        config.model.update(patch_size=4, num_layers=2, num_heads=4, features=64, mlp_features=128)
+        config.model.update(patch_size=6, num_layers=2, num_heads=4, features=64, mlp_features=128)
     config.optim.update(
         learning_rate=2e-3,
         schedule="warmup_cosine_decay_schedule",
@@ -52,11 +54,15 @@ def get_config(arg: str | None = None):
         best_metric="sequence_accuracy",
     )
     if arg in ("smoke", "sat_smoke"):
-        config.data.update(batch_size=8, num_train=64, num_validation=8, num_test=16)
+        config.data.update(
+            batch_size=8, num_train=64, num_validation=8, num_test=16, image_size=24, max_objects=2
+        )
         if sat:
-            config.model.update(embed_features=16, hidden_features=32, conv_channels=8)
+            config.model.update(
+                embed_features=16, hidden_features=32, conv_channels=4, num_downsamples=2
+            )
         else:
-            config.model.update(num_layers=1, features=32, mlp_features=64)
+            config.model.update(num_layers=1, features=32, mlp_features=64, patch_size=4)
         shorten_for_smoke(config)
     return config
 

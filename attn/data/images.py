@@ -200,10 +200,9 @@ def _shapes_caption_record(record: Mapping[str, Any], *, length: int) -> dict[st
     }
 
 
-def load_shapes_captions(options: dict, data_dir: str, **task_kwargs: Any) -> Task:
-    config = make_config(shapes_captions.ShapesCaptionsConfig, options)
-    tokenizer = shapes_captions.caption_tokenizer()
-    length = caption_length(config.max_objects)
+def _caption_task(
+    tokenizer: Any, length: int, image_shape: tuple[int, int, int], **task_kwargs: Any
+) -> Task:
     return Task(
         kind="seq2seq",
         input_vocab_size=0,
@@ -212,9 +211,20 @@ def load_shapes_captions(options: dict, data_dir: str, **task_kwargs: Any) -> Ta
         target_length=length,
         tokenizer=None,
         target_tokenizer=tokenizer,
+        image_shape=image_shape,
+        **task_kwargs,
+    )
+
+
+def load_shapes_captions(options: dict, data_dir: str, **task_kwargs: Any) -> Task:
+    config = make_config(shapes_captions.ShapesCaptionsConfig, options)
+    length = caption_length(config.max_objects)
+    return _caption_task(
+        shapes_captions.caption_tokenizer(),
+        length,
+        (config.image_size, config.image_size, 3),
         splits=generated_splits(shapes_captions.AttnShapesCaptions, config, data_dir),
         preprocess=functools.partial(_shapes_caption_record, length=length),
-        image_shape=(config.image_size, config.image_size, 3),
         **task_kwargs,
     )
 
@@ -266,17 +276,11 @@ def load_coco_captions(options: dict, data_dir: str, **task_kwargs: Any) -> Task
         "coco_captions", ("train", "test"), data_dir, IMAGE_OVERRIDES["coco_captions"]
     )
     size, length = options["image_size"], options["caption_length"]
-    tokenizer = ByteTokenizer()
-    return Task(
-        kind="seq2seq",
-        input_vocab_size=0,
-        target_vocab_size=tokenizer.vocab_size,
-        input_length=0,
-        target_length=length,
-        tokenizer=None,
-        target_tokenizer=tokenizer,
+    return _caption_task(
+        ByteTokenizer(),
+        length,
+        (size, size, 3),
         splits=splits,
         preprocess=functools.partial(_coco_record, size=size, length=length),
-        image_shape=(size, size, 3),
         **task_kwargs,  # no flips: they would contradict "left" and "right" in captions
     )

@@ -17,7 +17,7 @@ from flax import nnx
 import attn
 from attn.nn.dropout import Dropout, maybe_active
 
-__all__ = ["ConvGrid", "PatchEmbedder", "check_patch_size"]
+__all__ = ["ConvGrid", "GridPositions", "PatchEmbedder", "check_patch_size"]
 
 Array = jax.Array
 
@@ -29,6 +29,38 @@ def check_patch_size(image_shape: tuple[int, int, int], patch_size: int, key: st
         raise ValueError(
             f"{key}={patch_size} must divide the image's height and width {height}x{width}"
         )
+
+
+class GridPositions(nnx.Module):
+    """Positions of a row-major region grid added to ``[B, extra + P, D]``: ``"learned"`` (a
+    table with a row per token, the ``extra`` leading ones included), ``"sinusoidal"`` (2-D,
+    :func:`attn.positional.sinusoidal_2d`, on the regions only); any other scheme adds nothing
+    here (``"rope"``, ``"alibi"``, ``"t5"`` act inside attention over the row-major order)."""
+
+    def __init__(
+        self,
+        grid_shape: tuple[int, int],
+        features: int,
+        positional: str,
+        *,
+        extra_tokens: int = 0,
+        rngs: nnx.Rngs,
+    ):
+        self.grid_shape, self.positional, self.extra_tokens = grid_shape, positional, extra_tokens
+        if positional == "learned":
+            count = grid_shape[0] * grid_shape[1] + extra_tokens
+            self.table = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (count, features)))
+        else:
+            self.table = nnx.data(None)
+
+    def __call__(self, x_btd: Array) -> Array:
+        if self.positional == "learned":
+            return x_btd + self.table[...].astype(x_btd.dtype)
+        if self.positional == "sinusoidal":
+            codes = attn.positional.sinusoidal_2d(*self.grid_shape, x_btd.shape[-1])
+            codes = jnp.pad(codes, ((self.extra_tokens, 0), (0, 0)))
+            return x_btd + codes.astype(x_btd.dtype)
+        return x_btd
 
 
 class PatchEmbedder(nnx.Module):
@@ -58,19 +90,15 @@ class PatchEmbedder(nnx.Module):
         self.grid_shape = (height // patch_size, width // patch_size)
         self.cell_size = (patch_size, patch_size)
         self.patch_size = patch_size
-        self.positional = positional
         self.dtype = dtype
-        num_patches = self.grid_shape[0] * self.grid_shape[1]
         self.project = nnx.Linear(
             patch_size * patch_size * channels, features, dtype=dtype, rngs=rngs
         )
         init = nnx.initializers.normal(stddev=0.02)
         self.cls = nnx.Param(init(rngs.params(), (1, 1, features))) if cls_token else nnx.data(None)
-        if positional == "learned":
-            table = init(rngs.params(), (num_patches + int(cls_token), features))
-            self.positions = nnx.Param(table)
-        else:
-            self.positions = nnx.data(None)
+        self.positions = GridPositions(
+            self.grid_shape, features, positional, extra_tokens=int(cls_token), rngs=rngs
+        )
         self.dropout = Dropout(dropout_rate, rngs=rngs if maybe_active(dropout_rate) else None)
 
     def patches(self, images_bhwc: Array) -> Array:
@@ -82,14 +110,10 @@ class PatchEmbedder(nnx.Module):
 
     def __call__(self, images_bhwc: Array, *, deterministic: bool | None = None) -> Array:
         x_bpd = self.project(self.patches(images_bhwc).astype(self.dtype or jnp.float32))
-        if self.positional == "sinusoidal":
-            x_bpd = x_bpd + attn.positional.sinusoidal_2d(*self.grid_shape, x_bpd.shape[-1])
         if self.cls is not None:
             cls_b1d = jnp.broadcast_to(self.cls[...], (x_bpd.shape[0], 1, x_bpd.shape[-1]))
             x_bpd = jnp.concatenate([cls_b1d.astype(x_bpd.dtype), x_bpd], axis=1)
-        if self.positions is not None:
-            x_bpd = x_bpd + self.positions[...]
-        x_bpd = x_bpd.astype(self.dtype or x_bpd.dtype)
+        x_bpd = self.positions(x_bpd).astype(self.dtype or x_bpd.dtype)
         return self.dropout(x_bpd, deterministic=deterministic)
 
 

@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 import numpy as np
 
+from attn.train.plots import save_figure
+
 __all__ = ["attention_rollout", "plot_region_attention", "upsample"]
 
 
@@ -70,9 +72,4 @@ def plot_region_attention(
         axis.imshow(image_hwc * 0.55, interpolation="nearest")
         axis.imshow(heat, cmap="inferno", alpha=0.6, vmin=0.0, vmax=max(float(heat.max()), 1e-9))
         axis.set_title(label, fontsize=9)
-    figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, title=title, dpi=100)

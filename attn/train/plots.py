@@ -44,10 +44,15 @@ def plot_attention(
             axis.set_xticks(range(S), [str(t) for t in key_tokens[:S]], fontsize=7, rotation=90)
         axis.set_xlabel("key")
         axis.set_ylabel("query")
+    return save_figure(figure, path, title=title)
+
+
+def save_figure(figure: Any, path: Path, *, title: str = "", dpi: int = 90) -> Path:
+    """Title, lay out and write ``figure`` to ``path`` (folders created), then close it."""
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=dpi)
     plt.close(figure)
     return path
 
