@@ -7,8 +7,8 @@ front-end instead of token embeddings.
   GRU) decoder that attends over them with additive (Bahdanau) attention at every word.
 
 Both decode greedily for evaluation (never teacher-forced) and give ``word_alignment``: for
-each greedy word, its attention over the image's regions (``grid_shape``, ``cell_size``,
-row-major).
+each greedy word, each attention head's weights over the image's regions (``grid_shape``,
+``cell_size``, row-major).
 """
 
 from __future__ import annotations
@@ -76,11 +76,11 @@ class TransformerCaptioner(EncoderDecoder):
         return self.encoder(x_bpd, deterministic=deterministic), None
 
     def word_alignment(self, batch: Batch) -> Array:
-        """Each greedy word's attention over the patches ``[B, U, P]``: the cross-attention
-        averaged over layers and heads (rows sum to 1)."""
+        """Each greedy word's attention over the patches, per cross-attention head
+        ``[B, L * N, U, P]`` (layer-major; each row sums to 1)."""
         maps = self.attention_maps(batch)
         cross = [weights for name, weights in sorted(maps.items()) if name.endswith("/cross")]
-        return jnp.mean(jnp.stack(cross), axis=(0, 2))
+        return jnp.concatenate(cross, axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,5 +137,5 @@ class ShowAttendTell(RNNSeq2Seq):
         return memory_bph, valid_bp, carry
 
     def word_alignment(self, batch: Batch) -> Array:
-        """Each greedy word's attention over the grid ``[B, U, P]``."""
-        return self.attention_maps(batch)["rnn/alignment"][:, 0]
+        """Each greedy word's attention over the grid ``[B, 1, U, P]`` (one head)."""
+        return self.attention_maps(batch)["rnn/alignment"]

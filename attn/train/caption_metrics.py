@@ -7,8 +7,10 @@ localisation.
   word the greedy caption gets right, with every word before it right too (so its attention
   is exactly the decoding step's), the share of the word's attention over the image regions
   that falls on regions showing the object the word names; averaged over those words.
-  ``localisation_chance`` is the same average for attention spread evenly over the regions
-  (the share of regions the object touches): the level a model that does not look scores.
+  The model's attention is averaged over its heads (and layers) first;
+  ``localisation_best_head`` is the same score for the single head that localises best, and
+  ``localisation_chance`` for attention spread evenly over the regions (the share of regions
+  the object touches): the level a model that does not look scores.
 
 Localisation needs the data's ``object_of [B, U]`` and ``object_map [B, S, S]`` and a model
 with ``word_alignment``, ``grid_shape`` and ``cell_size`` (the captioners of
@@ -41,13 +43,15 @@ def object_regions(
 
 class CaptionScores:
     """Accumulates BLEU's corpus and the localisation sums batch by batch; ``result()`` gives
-    ``{"bleu4", "localisation", "localisation_chance"}`` (the last two only when measured)."""
+    ``{"bleu4", "localisation", "localisation_best_head", "localisation_chance"}`` (the last
+    three only when measured)."""
 
     def __init__(self, tokenizer: Tokenizer, model: Any):
         self.tokenizer, self.model = tokenizer, model
         self.hypotheses: list[str] = []
         self.references: list[str] = []
         self.mass, self.chance, self.words = 0.0, 0.0, 0
+        self.head_mass: np.ndarray | None = None  # [K]: the mass of each head
 
     @property
     def localises(self) -> bool:
@@ -66,7 +70,8 @@ class CaptionScores:
     def _update_localisation(
         self, batch: dict[str, np.ndarray], predictions_bu: np.ndarray, real_b: np.ndarray
     ) -> None:
-        alignment_bup = np.asarray(self.model.word_alignment(batch), np.float64)
+        alignment_bkup = np.asarray(self.model.word_alignment(batch), np.float64)
+        alignment_bup = alignment_bkup.mean(axis=1)
         regions_bpk = object_regions(
             np.asarray(batch["object_map"]), self.model.grid_shape, self.model.cell_size
         )
@@ -79,6 +84,8 @@ class CaptionScores:
         for b, u in zip(*np.nonzero(counted_bu), strict=True):
             on_object_p = regions_bpk[b, :, object_bu[b, u]]
             self.mass += float(alignment_bup[b, u][on_object_p].sum())
+            heads_k = alignment_bkup[b, :, u][:, on_object_p].sum(axis=-1)
+            self.head_mass = heads_k if self.head_mass is None else self.head_mass + heads_k
             self.chance += float(on_object_p.mean())
             self.words += 1
 
@@ -88,5 +95,6 @@ class CaptionScores:
         scores = {"bleu4": float(sacrebleu.corpus_bleu(self.hypotheses, [self.references]).score)}
         if self.words:
             scores["localisation"] = self.mass / self.words
+            scores["localisation_best_head"] = float(self.head_mass.max()) / self.words
             scores["localisation_chance"] = self.chance / self.words
         return scores

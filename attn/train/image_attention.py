@@ -46,7 +46,7 @@ def image_attention_plots(experiment: Any, batch: dict[str, np.ndarray], tag: st
     paths = []
     if hasattr(model, "word_alignment"):
         words_bu = np.asarray(model.predict(arrays))
-        alignment_bup = np.asarray(model.word_alignment(arrays))
+        alignment_bup = np.asarray(model.word_alignment(arrays)).mean(axis=1)  # over heads
         for index, words in enumerate(words_bu):
             count = _words_through_eos(words)
             labels = task.target_tokenizer.token_strings(words[:count])

@@ -42,9 +42,9 @@ def _batch(captions: list[str], length: int = 9) -> dict[str, np.ndarray]:
     }
 
 
-def _model(alignment_bup: np.ndarray):
+def _model(alignment_bkup: np.ndarray):
     return types.SimpleNamespace(
-        word_alignment=lambda batch: alignment_bup, grid_shape=(2, 2), cell_size=(2, 2)
+        word_alignment=lambda batch: alignment_bkup, grid_shape=(2, 2), cell_size=(2, 2)
     )
 
 
@@ -54,7 +54,7 @@ def _looking_at_the_named_object(batch: dict[str, np.ndarray]) -> np.ndarray:
     for b, u in zip(*np.nonzero(batch["object_of"]), strict=True):
         alignment[b, u] = 0.0
         alignment[b, u, region_of_object[batch["object_of"][b, u]]] = 1.0
-    return alignment
+    return alignment[:, None]  # one head
 
 
 def test_localisation_is_one_when_each_word_looks_at_its_object_and_chance_when_uniform():
@@ -66,9 +66,20 @@ def test_localisation_is_one_when_each_word_looks_at_its_object_and_chance_when_
     assert scores["localisation_chance"] == pytest.approx(0.25)
     assert scores["bleu4"] == pytest.approx(100.0)
 
-    uniform = CaptionScores(TOKENIZER, _model(np.full((2, 9, 4), 0.25)))
+    uniform = CaptionScores(TOKENIZER, _model(np.full((2, 1, 9, 4), 0.25)))
     uniform.update(batch, batch["targets"])
     assert uniform.result()["localisation"] == pytest.approx(0.25)
+
+
+def test_localisation_averages_the_heads_and_finds_the_best_one():
+    batch = _batch(["a red circle left of a blue square"])
+    looking = _looking_at_the_named_object(batch)[:, 0]
+    uniform = np.full_like(looking, 0.25)
+    scores = CaptionScores(TOKENIZER, _model(np.stack([uniform, looking, uniform], axis=1)))
+    scores.update(batch, batch["targets"])
+    result = scores.result()
+    assert result["localisation"] == pytest.approx((0.25 + 1.0 + 0.25) / 3)
+    assert result["localisation_best_head"] == pytest.approx(1.0)
 
 
 def test_localisation_counts_only_words_after_a_right_prefix_and_skips_padding():
