@@ -131,22 +131,14 @@ fi
 # ---- 2. the Pallas kernel compiled for the GPU ----
 # Tests compile many small programs: 4 processes, each allocating GPU memory as it goes (by
 # default each would take 75% of it up front). -vv: one line per test (pyproject adds -q).
-if ((DRY)); then
-    WORKERS=0 CHUNKED_TESTS="pallas and multi_head"
-else
-    WORKERS=4 CHUNKED_TESTS="pallas"
-fi
-run_part "pallas GPU tests" 75 "$WORK/pallas_gpu_tests.log" env XLA_PYTHON_CLIENT_PREALLOCATE=false \
+# test_chunked.py's parity tests are not run here: their tiles of 4 and head dim 8 are below
+# what Triton compiles correctly (on the H200 they ran to wrong values), so they now run in
+# Pallas' interpreter on every backend, and pallas_attention refuses such sizes on a GPU.
+if ((DRY)); then WORKERS=0; else WORKERS=4; fi
+run_part "pallas GPU tests" 110 "$WORK/pallas_gpu_tests.log" env XLA_PYTHON_CLIENT_PREALLOCATE=false \
     "$PYTHON" -m pytest -vv --tb=short -rfE -p no:cacheprovider -n "$WORKERS" \
     tests/kernels/test_pallas_gpu.py
 echo "$PART_STATUS|$(pytest_counts "$WORK/pallas_gpu_tests.log")" >>"$STATUS_FILE"
-# test_chunked.py's parity tests at their own tiny sizes (tiles of 4, H=8): on a GPU the
-# kernel is compiled, not interpreted (attn decides by jax.default_backend()).
-run_part "pallas parity tests (test_chunked -k '$CHUNKED_TESTS')" 40 \
-    "$WORK/pallas_chunked_tests.log" env XLA_PYTHON_CLIENT_PREALLOCATE=false \
-    "$PYTHON" -m pytest -vv --tb=line -rfE -p no:cacheprovider -n "$WORKERS" \
-    tests/kernels/test_chunked.py -k "$CHUNKED_TESTS"
-echo "$PART_STATUS|$(pytest_counts "$WORK/pallas_chunked_tests.log")" >>"$STATUS_FILE"
 
 # ---- 3. kernels in bfloat16 against cuDNN ----
 # ~120 programs (6 implementations x 2 masks x 2 passes x 5 lengths): compiling them is most of

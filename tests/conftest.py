@@ -39,9 +39,23 @@ def quick_jit():
 
 
 @pytest.fixture
-def small_tiles(monkeypatch):
+def interpreted_pallas(monkeypatch):
+    """attend's "pallas" in Pallas' interpreter on every backend (off GPU it is anyway): tests
+    that check the kernel's logic at tiles of 4 and head dims of 8 would otherwise, on a GPU,
+    ask Triton for a kernel it cannot compile correctly, which pallas_attention refuses.
+    tests/kernels/test_pallas_gpu.py checks the compiled kernel at GPU sizes."""
+    import functools
+
+    from attn.kernels import dispatch, pallas
+
+    interpreted = functools.partial(pallas.pallas_attention, interpret=True)
+    monkeypatch.setattr(dispatch, "pallas_attention", interpreted)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch, interpreted_pallas):
     """4 x 4 tiles for attend's tiled kernels: with lengths such as 11 and 13, full, partial,
-    skipped and padded tiles all occur."""
+    skipped and padded tiles all occur. Pallas is interpreted (see ``interpreted_pallas``)."""
     from attn.kernels import dispatch
 
     monkeypatch.setattr(dispatch, "Q_TILE", 4)

@@ -27,7 +27,8 @@ Result = jax.Array | tuple[jax.Array, ...]
 
 # attend's chunked tiles: 512 queries x 256 keys measured fastest on XLA:CPU (BUILD_NOTES.md).
 Q_TILE, KV_TILE = 512, 256
-# Pallas tiles: GPU-sized blocks (a program's tile lives in registers and shared memory).
+# Pallas tiles: GPU-sized blocks (a program's tile lives in registers and shared memory); the
+# size the H200 measurements used. Triton needs >= 16 and a power of 2 (pallas_attention checks).
 PALLAS_TILE = 64
 # From this many logits per head (T * S), "auto" prefers chunked to dense on CPU and TPU: below
 # it the [T, S] scores fit in cache and dense attention runs at full speed.
@@ -158,8 +159,14 @@ NAMES = ("auto", *IMPLEMENTATIONS)
 
 def choose(request: Request) -> str:
     """The implementation ``"auto"`` runs: cuDNN on GPU where it applies, chunked for long
-    sequences where it applies, dense otherwise. Pallas stays opt-in until its compiled
-    (non-interpreted) form is measured on a GPU."""
+    sequences where it applies, dense otherwise.
+
+    Pallas stays opt-in: it was to be picked only where it wins, and on an H200 it won nowhere
+    (bfloat16, B=4, N=16, H=128, T=1k-16k, causal and not; BUILD_NOTES.md, "Measured on an
+    NVIDIA H200"): its forward took 2.0-8.2x cuDNN's time, forward+backward 11.7-55.6x (its
+    backward is the chunked kernel's XLA loop over 64 x 64 tiles). Its forward beat chunked's
+    (0.46-0.74x the time), but its forward+backward took 2.9-4.6x chunked's, and a call cannot
+    know whether it will be differentiated."""
     _, _, T, S = request.shape
     candidates = ("cudnn", "chunked") if T * S >= CHUNKED_MIN_LOGITS else ("cudnn",)
     for name in candidates:

@@ -168,7 +168,8 @@ def _forward(
                 x = x + tiles.arranged(bias_tiles.read(bias_values, where), where)
             x, _ = soft_cap(x, st.soft_cap)
             visible = tiles.visible(i, j) if partial else None
-            return kind.accumulate(x, visible, state_i, acc_i, _slice(v, j0, tk), param_i)
+            v_j = _slice(v, j0, tk)
+            return kind.accumulate(x, visible, state_i, acc_i, v_j, param_i, st.precision)
 
         if visit is None:
             state_i, acc_i = compute()

@@ -31,10 +31,15 @@ def api_lse(lse: Array) -> Array:
     return jnp.where(lse == MASKED_LOGIT, -jnp.inf, lse)
 
 
-def _weighted_values(weights: Array, v_j: Array) -> Array:
+def _weighted_values(weights: Array, v_j: Array, precision: Any) -> Array:
     """``weights [..., rows, kv_tile] @ v_j [..., kv_tile, Hv]``: batched in the chunked kernel,
-    2-D in a Pallas program (Triton's dot takes no batch axis)."""
-    return jnp.matmul(weights, v_j.astype(weights.dtype), preferred_element_type=jnp.float32)
+    2-D in a Pallas program (Triton's dot takes no batch axis); at the call's ``precision``."""
+    return jnp.matmul(
+        weights,
+        v_j.astype(weights.dtype),
+        precision=precision,
+        preferred_element_type=jnp.float32,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +70,10 @@ class Softmax:
         acc: Array,
         v_j: Array,
         param: Array | None,
+        precision: Any = None,
     ) -> tuple[tuple[Array, Array], Array]:
+        """One key tile into the running state and weighted sum; ``precision`` is that of the
+        weights-by-values matmul (the call's, as for every other matmul)."""
         del param  # the sink entered through init
         m, total = state
         if visible is not None:
@@ -76,7 +84,7 @@ class Softmax:
         p = jnp.exp(x - m_new[..., None])
         alpha = jnp.exp(m - m_new)
         total = total * alpha + p.sum(axis=-1)
-        acc = acc * alpha[..., None] + _weighted_values(p, v_j)
+        acc = acc * alpha[..., None] + _weighted_values(p, v_j, precision)
         return (m_new, total), acc
 
     def finish(
@@ -140,11 +148,12 @@ class _Elementwise:
         acc: Array,
         v_j: Array,
         param: Array,
+        precision: Any = None,
     ) -> tuple[tuple[()], Array]:
         w, _, _ = self.weights(x, param[..., None])
         if visible is not None:
             w = jnp.where(visible, w, 0.0)
-        return state, acc + _weighted_values(w, v_j)
+        return state, acc + _weighted_values(w, v_j, precision)
 
     def finish(self, state: tuple[()], acc: Array, param: Array) -> tuple[Array, None]:
         return acc, None

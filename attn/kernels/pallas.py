@@ -6,14 +6,20 @@ the static tile plan: the range between the first and last visited tile) with th
 weighting as the chunked kernel (:mod:`attn.kernels.online`), evaluating the mask and bias rules
 per tile and reading a bias array's block (zero-padded to whole tiles first where a length is
 ragged: Pallas blocks cannot run past the end). It targets GPUs (Triton); on other backends it
-runs in Pallas' interpreter, which is how the tests check it (slowly) on CPU. Rules that read
-arrays (segment ids, learned tables) gather inside the kernel: the interpreter runs them, a GPU
-compiler may refuse.
+runs in Pallas' interpreter, which is how the tests check it (slowly) on CPU.
+
+Compiled for a GPU it refuses (``ValueError``, before compiling) what Triton cannot compile
+correctly: tiles or head dims that are below 16 or not powers of 2, query-head groups that are
+not powers of 2, and mask or bias rules that gather from arrays (padding lengths, segment ids,
+ALiBi slopes, T5 tables) or read arrays whose size is not a power of 2. On an H200 (jax 0.11.2)
+4-wide tiles with head dim 8 compiled without an error and returned wrong values (about twice
+the right outputs); the interpreter runs every configuration.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -29,6 +35,11 @@ from attn.kernels.tiling import TilePlan
 __all__ = ["pallas_attention"]
 
 Array = jax.Array
+
+# Triton's dot needs every dimension (M, N and K) to be at least 16: its own frontend refuses
+# smaller ones, but Pallas' Triton lowering checks this only for float64, and on an H200 a
+# kernel with 4-wide tiles and head dim 8 compiled and returned wrong values.
+TRITON_MIN_DOT = 16
 
 
 def _kv_ranges(plan: TilePlan) -> np.ndarray:
@@ -67,6 +78,100 @@ def _values_spec(bias_values: Array, plan: TilePlan, num_kv_heads: int) -> tuple
     return padded, pl.BlockSpec(block, index)
 
 
+def _rule_tiles(
+    st: flash.Static,
+    mask_arrays: Sequence[Array],
+    bias_arrays: Sequence[Array],
+    bk: Array,
+    i: Array,
+    j: Array,
+) -> tuple[Array | None, Array | None]:
+    """The bias and mask rules on key tile ``j`` of program ``(bk, i)``, ``[rows, kv_tile]``
+    each (``None`` for a rule the call does not have), as a program evaluates them."""
+    _, N, K = st.dims
+    plan = st.plan
+    tile = functools.partial(
+        rules.program_tile_values,
+        num_heads=N,
+        num_kv_heads=K,
+        batch_index=bk // K,
+        kv_head=bk % K,
+        q_start=i * plan.q_tile,
+        q_tile=plan.q_tile,
+        kv_start=j * plan.kv_tile,
+        kv_tile=plan.kv_tile,
+    )
+    bias = None if st.bias is None else tile(st.bias(list(bias_arrays)))
+    mask = None if st.mask is None else tile(st.mask(list(mask_arrays)).rule)
+    return bias, mask
+
+
+def _primitive_names(jaxpr: Any) -> set[str]:
+    """Names of the primitives in ``jaxpr`` and in the jaxprs its equations hold (loops, conds)."""
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr holds its Jaxpr
+                if hasattr(inner, "eqns"):
+                    names |= _primitive_names(inner)
+    return names
+
+
+def _is_power_of_2(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def _triton_problems(
+    st: flash.Static,
+    head_dim: int,
+    value_dim: int,
+    mask_arrays: Sequence[Array],
+    bias_arrays: Sequence[Array],
+) -> list[str]:
+    """Why the kernel for ``st`` cannot be compiled for a GPU (Triton) and give right values;
+    empty if nothing is known against it. Only shapes are traced."""
+    problems = []
+    _, N, K = st.dims
+    sizes = {
+        "query tile": st.plan.q_tile,
+        "key tile": st.plan.kv_tile,
+        "head dim": head_dim,
+        "value head dim": value_dim,
+    }
+    for name, size in sizes.items():
+        # Each is a dimension of one of the program's two dots and of its loads and stores.
+        if size < TRITON_MIN_DOT or not _is_power_of_2(size):
+            clipped = " (tiles are clipped to T and S)" if "tile" in name else ""
+            problems.append(f"{name} {size}{clipped} must be a power of 2 and >= {TRITON_MIN_DOT}")
+    if not _is_power_of_2(N // K):
+        # A program's rows are q_tile * G: every Triton array size must be a power of 2.
+        problems.append(f"{N // K} query heads per key head must be a power of 2")
+    arrays = [*mask_arrays, *bias_arrays]
+    for array in arrays:
+        # A program loads each array whole; Triton loads only power-of-2 sizes.
+        if not _is_power_of_2(max(array.size, 1)):
+            problems.append(
+                f"a mask or bias rule reads an array of shape {tuple(array.shape)}, whose "
+                "size must be a power of 2"
+            )
+    if st.mask is not None or st.bias is not None:
+        specs = [
+            [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in group]
+            for group in (mask_arrays, bias_arrays)
+        ]
+        index = jax.ShapeDtypeStruct((), jnp.int32)
+        probe = functools.partial(_rule_tiles, st)
+        if "gather" in _primitive_names(jax.make_jaxpr(probe)(*specs, index, index, index).jaxpr):
+            problems.append(
+                "a mask or bias rule reads arrays at per-entry indices (padding lengths, "
+                "segment ids, per-example offsets, ALiBi slopes, T5 tables, a softmax "
+                "temperature array): a gather, which Pallas' Triton lowering lacks"
+            )
+    return problems
+
+
 def _forward(
     st: flash.Static,
     q: Array,
@@ -86,6 +191,15 @@ def _forward(
     tq, tk = plan.q_tile, plan.kv_tile
     BK, _, H = q.shape
     Hv = v.shape[-1]
+    if not interpret:
+        problems = _triton_problems(st, H, Hv, mask_arrays, bias_arrays)
+        if problems:
+            # Refused here, while tracing: some of these compile and return wrong values.
+            raise ValueError(
+                "pallas_attention cannot compile this call for a GPU (Pallas' Triton "
+                f"lowering): {'; '.join(problems)}. Use implementation='cudnn' or 'chunked', "
+                "or interpret=True."
+            )
     # 0-d leaves (scalar lengths) travel as [1] blocks and are reshaped back inside.
     shapes = [a.shape for a in (*mask_arrays, *bias_arrays)]
     extras = [
@@ -114,11 +228,8 @@ def _forward(
         refs = refs[len(values) :]
         extra_refs, out_refs = refs[: len(extras)], refs[len(extras) :]
         loaded = [ref[...].reshape(shape) for ref, shape in zip(extra_refs, shapes, strict=True)]
-        mask = None if st.mask is None else st.mask(loaded[: len(mask_arrays)])
-        bias = None if st.bias is None else st.bias(loaded[len(mask_arrays) :])
+        mask_loaded, bias_loaded = loaded[: len(mask_arrays)], loaded[len(mask_arrays) :]
         bk, i = pl.program_id(0), pl.program_id(1)
-        tile = functools.partial(rules.program_tile_values, num_heads=N, num_kv_heads=K)
-        where = {"batch_index": bk // K, "kv_head": bk % K, "q_start": i * tq, "q_tile": tq}
         q_i = q_ref[0]
         # Tiles stay 2-D, [rows, kv_tile]: Triton's dot takes no batch axis.
         param_i = None if param_ref is None else param_ref[0]
@@ -128,18 +239,18 @@ def _forward(
             k_j = k_ref[0, pl.ds(j * tk, tk), :]
             v_j = v_ref[0, pl.ds(j * tk, tk), :]
             x = jnp.dot(q_i, k_j.T, precision=st.precision, preferred_element_type=jnp.float32)
-            kv_where = {"kv_start": j * tk, "kv_tile": tk}
-            if bias is not None:
-                x = x + tile(bias, **where, **kv_where).astype(jnp.float32)
+            bias_j, mask_j = _rule_tiles(st, mask_loaded, bias_loaded, bk, i, j)
+            if bias_j is not None:
+                x = x + bias_j.astype(jnp.float32)
             if values_ref is not None:
                 keys = pl.ds(j * tk, tk) if values_ref.shape[3] > 1 else slice(None)
                 block = values_ref[:, :, :, keys]
                 x = x + rules.program_layout(block, N // K, tq, tk).astype(jnp.float32)
             x, _ = flash.soft_cap(x, st.soft_cap)
             visible = (j * tk + jnp.arange(tk)) < st.kv_len
-            if mask is not None:
-                visible = visible & tile(mask.rule, **where, **kv_where)
-            return kind.accumulate(x, visible, state, acc, v_j, param_i)
+            if mask_j is not None:
+                visible = visible & mask_j
+            return kind.accumulate(x, visible, state, acc, v_j, param_i, st.precision)
 
         init = (kind.init((rows,), param_i), jnp.zeros((rows, Hv), jnp.float32))
         state, acc = jax.lax.fori_loop(ranges_ref[i, 0], ranges_ref[i, 1], step, init)

@@ -233,6 +233,42 @@ def test_precision_is_passed_to_every_matmul(implementation, assert_same):
     )
 
 
+def _dot_precisions(jaxpr) -> list:
+    """The ``precision`` of every dot_general in ``jaxpr`` and in the jaxprs it holds (scans,
+    conds, a Pallas kernel)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn.params["precision"])
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, tuple | list) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += _dot_precisions(inner)
+    return found
+
+
+@pytest.mark.parametrize("implementation", ["chunked", "pallas"])
+def test_every_matmul_is_traced_with_the_precision(implementation):
+    """Float32 matmuls on CPU are exact at any precision, so values cannot show a matmul that
+    drops it; the program can. The forward's weights-by-values matmul once did, and ran at the
+    default precision whatever the call asked."""
+    q, k, v = make_qkv()
+
+    def loss(q, k, v):
+        out = attn.attend(
+            q, k, v, implementation=implementation, precision="highest", mask=masks.causal()
+        )
+        return jnp.sum(out * out)
+
+    program = jax.make_jaxpr(jax.value_and_grad(loss, argnums=(0, 1, 2)))(q, k, v)
+    precisions = _dot_precisions(program.jaxpr)
+    # The forward's two matmuls (logits, weighted values) and the backward's five.
+    assert len(precisions) >= 7
+    highest = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
+    assert all(p == highest for p in precisions), precisions
+
+
 @pytest.mark.parametrize(
     "weighting_fn",
     [

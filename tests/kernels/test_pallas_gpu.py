@@ -2,10 +2,13 @@
 
 On any machine: the kernel lowers to Triton for a Hopper GPU (an abstract device, so no GPU is
 needed), forward and backward, which catches operations Triton refuses (batched dots, gathers,
-arrays whose size is not a power of 2). On a GPU: values, lse and gradients against attend's
-dense composition on the same GPU, at GPU-sized tiles (64) with ragged lengths, in float32 (all
-matmuls at full precision) and bfloat16. test_chunked.py checks every mask and weighting on the
-interpreter; this file the subset that the compiled kernel supports.
+arrays whose size is not a power of 2), and pallas_attention refuses, before compiling, the
+configurations Triton cannot compile correctly (on an H200, 4-wide tiles with head dim 8
+compiled and returned about twice the right values). On a GPU (marked ``gpu``): values, lse and
+gradients against attend's dense composition on the same GPU, at GPU-sized tiles (64) with
+ragged lengths, in float32 (all matmuls at full precision) and bfloat16. test_chunked.py checks
+every mask and weighting on the interpreter; this file the subset that the compiled kernel
+supports.
 """
 
 import functools
@@ -16,11 +19,18 @@ import numpy as np
 import pytest
 
 import attn
-from attn import masks
+from attn import masks, positional
 from attn.kernels import dispatch, pallas
 
 HOPPER = jax.sharding.AbstractDevice(device_kind="NVIDIA H200", num_cores=None, platform="gpu")
-on_gpu = pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU")
+
+
+def on_gpu(test):
+    """A test that runs the compiled kernel: marked ``gpu`` (``pytest -m gpu`` selects these),
+    skipped without a GPU."""
+    skip = pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs a GPU")
+    return pytest.mark.gpu(skip(test))
+
 
 # Ragged lengths (padded to whole 64-tiles inside) with two query heads per key head.
 B, T, S, N, K, H = 2, 200, 264, 4, 2, 64
@@ -86,16 +96,69 @@ def test_forward_and_backward_lower_to_triton(name):
     assert "__gpu$xla.gpu.triton" in text
 
 
+READS_ARRAYS = {
+    "padding": {"mask": masks.padding(kv_lengths=np.array([100, 200]))},
+    "segments": {"mask": masks.segments(np.zeros((B, T), np.int32))},
+    "alibi": {"bias": positional.alibi_rule(N)},
+}
+
+
 @pytest.mark.usefixtures("compiled_pallas")
-def test_rules_that_read_arrays_do_not_lower_to_triton():
-    """A known limit: a padding mask reads its lengths at traced indices, a gather, which
-    Pallas' Triton lowering lacks. The interpreter runs it (test_chunked.py)."""
+@pytest.mark.parametrize("name", sorted(READS_ARRAYS))
+def test_rules_that_gather_from_arrays_are_refused(name):
+    """A known limit: these rules read their arrays (lengths, ids, slopes) at per-entry
+    indices, a gather, which Pallas' Triton lowering lacks; refused before lowering. The
+    interpreter runs them (test_chunked.py)."""
     spec = jax.ShapeDtypeStruct((B, T, N, H), jnp.bfloat16)
-    mask = masks.padding(kv_lengths=np.array([100, 200]))
-    with pytest.raises(NotImplementedError, match="gather"):
-        _lower_for_hopper(
-            functools.partial(attn.attend, mask=mask, implementation="pallas"), spec, spec, spec
-        )
+    call = functools.partial(attn.attend, implementation="pallas", **READS_ARRAYS[name])
+    with pytest.raises(ValueError, match="gather, which Pallas' Triton lowering lacks"):
+        _lower_for_hopper(call, spec, spec, spec)
+
+
+def _shapes(t: int, n: int, k: int, h: int) -> list[jax.ShapeDtypeStruct]:
+    """q, k, v shapes with ``t`` queries and keys, ``n`` query and ``k`` key heads of dim ``h``."""
+    return [jax.ShapeDtypeStruct((B, t, heads, h), jnp.bfloat16) for heads in (n, k, k)]
+
+
+# (tile, T, N, K, H, what the error names): tiles are clipped to the lengths, so a short
+# sequence gives a small tile. The first is test_chunked.py's configuration, which an H200
+# compiled without an error and ran to wrong values.
+REFUSED = {
+    "tiles_4_head_dim_8": (4, 11, 4, 2, 8, "key tile 4 .*; head dim 8 must be"),
+    "head_dim_8": (64, 128, 4, 2, 8, "head dim 8 must be a power of 2 and >= 16"),
+    "head_dim_96": (64, 128, 4, 2, 96, "head dim 96 must be a power of 2"),
+    "tile_48": (48, 96, 4, 2, 64, "query tile 48 .* must be a power of 2"),
+    "short_sequence": (64, 40, 4, 2, 64, "query tile 40 \\(tiles are clipped to T and S\\)"),
+    "three_heads_per_key_head": (64, 128, 6, 2, 64, "3 query heads per key head"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_what_triton_cannot_compile_correctly_is_refused(name):
+    tile, t, n, k, h, message = REFUSED[name]
+    call = functools.partial(pallas.pallas_attention, q_tile=tile, kv_tile=tile, interpret=False)
+    with pytest.raises(ValueError, match=f"cannot compile this call for a GPU.*{message}"):
+        _lower_for_hopper(call, *_shapes(t, n, k, h))
+    # The interpreter takes the same call.
+    interpreted = functools.partial(call, interpret=True)
+    jax.jit(interpreted).trace(*_shapes(t, n, k, h))
+
+
+def test_array_masks_whose_size_is_not_a_power_of_2_are_refused():
+    mask = np.tril(np.ones((1, 1, 100, 100), bool))
+    call = functools.partial(pallas.pallas_attention, mask=mask, interpret=False)
+    with pytest.raises(ValueError, match=r"array of shape \(1, 1, 100, 100\)"):
+        _lower_for_hopper(call, *_shapes(100, N, K, H))
+
+
+def test_gpu_sized_calls_are_not_refused():
+    """attend's Pallas tiles (64) with head dims 64 and 128 (the sizes the H200 ran), and a
+    rule reading a scalar array (no gather), lower as before."""
+    for h in (64, 128):
+        call = functools.partial(pallas.pallas_attention, q_tile=64, kv_tile=64, interpret=False)
+        assert "__gpu$xla.gpu.triton" in _lower_for_hopper(call, *_shapes(256, N, K, h))
+    offset = functools.partial(call, mask=masks.causal(np.int32(3)))
+    assert "__gpu$xla.gpu.triton" in _lower_for_hopper(offset, *_shapes(256, N, K, H))
 
 
 def _inputs(dtype, num_kv_heads: int = K):
