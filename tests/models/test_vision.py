@@ -81,15 +81,6 @@ def test_vit_classifies_and_records_patch_attention(pool):
     assert maps["encoder/layer1/self"].shape == (3, 4, tokens, tokens)
 
 
-def test_vit_chunked_attention_matches_dense():
-    options = {"name": "vit", "patch_size": 2, "features": 16, "num_heads": 2}
-    dense = models.build_model(options, _task("classify"), rngs=nnx.Rngs(1))
-    chunked_options = {**options, "attention": {"implementation": "chunked"}}
-    chunked = models.build_model(chunked_options, _task("classify"), rngs=nnx.Rngs(1))
-    batch = {"inputs": _images(2)}
-    np.testing.assert_allclose(jit_forward(chunked, batch), jit_forward(dense, batch), atol=1e-5)
-
-
 @pytest.mark.parametrize(
     "options",
     [
