@@ -4,10 +4,8 @@ accumulation, the NaN guard, config errors and the CLI."""
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from attn.train import NonFiniteLossError, load_config, train_and_evaluate
 from .helpers import (
     REVERSE,
     ROOT,
-    checkpoint_steps,
+    kill_mid_run,
     params_of,
     restore_latest,
     run_command,
@@ -81,24 +79,8 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path):
     )
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        run_command(killed, *overrides),
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 240
-    latest = killed / "checkpoints" / "latest"
-    # Kill once a few checkpoints exist, i.e. in the middle of training.
-    while time.monotonic() < deadline and process.poll() is None:
-        steps = checkpoint_steps(latest)
-        if steps and max(steps) >= 9:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "training ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    steps_at_kill = checkpoint_steps(latest)
+    # Killed once a few checkpoints exist, i.e. in the middle of training.
+    steps_at_kill = kill_mid_run(run_command(killed, *overrides), killed, after_step=9)
     assert steps_at_kill and max(steps_at_kill) < 60
 
     subprocess.run(
