@@ -1,9 +1,10 @@
 """Knapsack-v1 (jumanji: 50 items, budget 12.5) with PPO and an entity-attention policy.
 
-A Transformer encoder over the items (weight, value, packed, fits) and a pointer head that
-scores each item against a context query (mean item encoding + remaining budget) with
-``attn.scores.scaled_dot``; items that do not fit are masked by the environment's
-``action_mask``. Evaluation packs 256 fixed instances greedily and reports the gap to their
+A Transformer encoder over the items (weight, value), run once per episode, and a decoder that
+at each step forms a context query (mean item encoding + remaining budget), glimpses the items
+with ``attn.attend`` under the environment's ``action_mask`` (packed items and those that no
+longer fit are masked) and scores each item with ``attn.scores.scaled_dot`` (Kool et al.'s
+attention model). PPO plays 256 fresh instances per update (``ppo.mode="episodes"``). Evaluation packs 256 fixed instances greedily and reports the gap to their
 exact optimum (``scipy.optimize.milp``).
 
     attn run experiments/rl_knapsack.py --workdir workdirs/rl_knapsack        # full run
@@ -25,10 +26,10 @@ ARGS = ("smoke",)
 
 def get_config(arg: str | None = None):
     config = base_config(env="jumanji:Knapsack-v1", model="entity_pointer")
-    config.env.update(num_envs=64, eval_episodes=256)
-    config.model.update(num_layers=2, features=32, num_heads=2, mlp_features=64)
+    config.env.update(num_envs=256, eval_episodes=256)
+    config.model.update(num_layers=2, features=64, num_heads=4, mlp_features=128)
     config.ppo.update(
-        rollout_length=32,
+        mode="episodes",
         epochs=2,
         num_minibatches=4,
         gamma=1.0,
@@ -47,7 +48,7 @@ def get_config(arg: str | None = None):
     if arg == "smoke":
         config.env.update(num_envs=4, eval_episodes=4)
         config.model.update(num_layers=1, features=16, num_heads=2, mlp_features=16)
-        config.ppo.update(rollout_length=8, num_minibatches=2, epochs=1)
+        config.ppo.update(num_minibatches=2, epochs=1)
         shorten_for_smoke(config, num_steps=4)
     return config
 

@@ -127,12 +127,12 @@ def validate(config: ml_collections.ConfigDict) -> RLChecked:
     optim = parse_options(OptimOptions, config.optim, "optim")
     train = parse_options(RLTrainOptions, config.train, "train")
     ppo = parse_options(PPOOptions, config.ppo, "ppo")
-    batch = env_options.num_envs * ppo.rollout_length
+    if ppo.mode == "steps":
+        batch, what = env_options.num_envs * ppo.rollout_length, "env.num_envs * ppo.rollout_length"
+    else:  # minibatches of whole episodes
+        batch, what = env_options.num_envs, "env.num_envs (ppo.mode='episodes')"
     if batch % ppo.num_minibatches:
-        raise ValueError(
-            f"ppo.num_minibatches={ppo.num_minibatches} must divide env.num_envs * "
-            f"ppo.rollout_length = {batch}"
-        )
+        raise ValueError(f"ppo.num_minibatches={ppo.num_minibatches} must divide {what} = {batch}")
     try:
         env = make_env(env_options.name, **env_options.kwargs)
     except TypeError as error:

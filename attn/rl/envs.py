@@ -6,12 +6,13 @@
 
 ``obs`` is a dict of arrays. Every environment's has ``action_mask [A]`` (bool, True = the
 action is legal: jumanji's own mask, all True for gymnax). Set-structured (jumanji) ones also
-have ``entities [E, F]`` (one row per item or city; action ``a`` picks entity ``a``, so
-``action_mask`` is also a key mask over entities) and, where the task has them, ``globals [G]``
-(e.g. the knapsack's remaining budget) and ``context [C]`` (indices of entities the next
-decision depends on, e.g. TSP's first and current city; -1: none yet). (No array is empty:
-orbax does not save zero-size arrays, and observations are part of the checkpointed state.)
-Flat (gymnax) ones have ``features [F]``. ``step`` does not reset: the training loop resets
+have ``entities [E, F]`` (one row per item or city, the same at every step of an episode;
+action ``a`` picks entity ``a``, so ``action_mask`` is also a key mask over entities) and,
+where the task has them, ``globals [G]`` (the knapsack's remaining budget) and ``context [C]``
+(indices of entities the next decision depends on: TSP's first and current city, -1 before
+the first step). No array is empty: orbax does not save zero-size arrays, and observations
+are part of the checkpointed state. Flat (gymnax) ones have ``features [F]``.
+``step`` does not reset: the training loop resets
 finished environments itself. The libraries are imported only when an environment is made, so
 ``import attn`` (and ``import attn.rl``) never imports them.
 """
@@ -69,40 +70,21 @@ def _jumanji_reset(env: Any, to_obs: Callable[[Any, Any], Obs]) -> Callable:
 
 
 def _knapsack_obs(state: Any, observation: Any) -> Obs:
-    """Items ``[E, 4]``: weight, value, packed, fits; globals: the remaining budget."""
-    features = jnp.stack(
-        [
-            observation.weights,
-            observation.values,
-            observation.packed_items.astype(jnp.float32),
-            observation.action_mask.astype(jnp.float32),
-        ],
-        axis=-1,
-    )
+    """Items ``[E, 2]``: weight, value; globals: the remaining budget. (What is packed or no
+    longer fits is the action mask.)"""
     return {
-        "entities": features,
+        "entities": jnp.stack([observation.weights, observation.values], axis=-1),
         "globals": state.remaining_budget[None].astype(jnp.float32),
         "action_mask": observation.action_mask,
     }
 
 
 def _tsp_obs(state: Any, observation: Any) -> Obs:
-    """Cities ``[E, 5]``: x, y, visited, is first, is current; context: first and current."""
-    num_cities = observation.coordinates.shape[0]
-    index = jnp.arange(num_cities)
-    first, current = observation.trajectory[0], observation.position
-    features = jnp.concatenate(
-        [
-            observation.coordinates,
-            jnp.stack([~observation.action_mask, index == first, index == current], axis=-1).astype(
-                jnp.float32
-            ),
-        ],
-        axis=-1,
-    )
+    """Cities ``[E, 2]``: x, y; context: the first and the current city (-1 before the first
+    step). (The cities visited are the action mask.)"""
     return {
-        "entities": features,
-        "context": jnp.stack([first, current]).astype(jnp.int32),
+        "entities": observation.coordinates,
+        "context": jnp.stack([observation.trajectory[0], observation.position]).astype(jnp.int32),
         "action_mask": observation.action_mask,
     }
 

@@ -79,10 +79,6 @@ class RLExperiment:
         self._reference: np.ndarray | None = None
         self.started = time.perf_counter()  # eval records say how long the process has run
 
-    @property
-    def env_steps_per_update(self) -> int:
-        return self.checked.env_options.num_envs * self.checked.ppo.rollout_length
-
     def learning_rate(self, step: int) -> float:
         """The learning rate at the last optimizer step of update ``step``."""
         return self.checked.learning_rate(max(step * self.checked.ppo.optimizer_steps - 1, 0))
@@ -144,14 +140,17 @@ class RLExperiment:
 
 
 class _Window:
-    """Sums of the updates' metrics since the last log line."""
+    """Sums of the updates' metrics since the last log line (``env_steps`` is a running
+    total: its last value is kept)."""
 
-    def __init__(self) -> None:
+    def __init__(self, env_steps: int) -> None:
         self.sums: dict[str, float] = {}
         self.count = 0
         self.started = time.perf_counter()
+        self.env_steps_at_start = self.env_steps = env_steps
 
     def add(self, metrics: dict[str, Any]) -> None:
+        self.env_steps = int(metrics.pop("env_steps"))
         for name, value in metrics.items():
             self.sums[name] = self.sums.get(name, 0.0) + float(value)
         self.count += 1
@@ -165,10 +164,10 @@ class _Window:
         if episodes:
             record["episode_return"] = finished / episodes
         record["episodes"] = episodes
-        record["env_steps"] = step * experiment.env_steps_per_update
-        record["env_steps_per_second"] = count * experiment.env_steps_per_update / seconds
+        record["env_steps"] = self.env_steps
+        record["env_steps_per_second"] = (self.env_steps - self.env_steps_at_start) / seconds
         record["learning_rate"] = experiment.learning_rate(step)
-        self.__init__()
+        self.__init__(self.env_steps)
         return record
 
 
@@ -193,7 +192,7 @@ def _train(experiment: RLExperiment, start: int) -> dict[str, Any]:
     last, final = train.num_steps, {}
     writer = MetricWriter(workdir, resume_step=start)
     bar = tqdm(total=last, initial=start, desc=workdir.name, unit="update", dynamic_ncols=True)
-    window = _Window()
+    window = _Window(int(experiment.state["env_steps"]))
     try:
         with stop_requests() as stop:
             step = start

@@ -1,5 +1,8 @@
 """Policies ``obs -> (action logits [B, A], value [B])`` chosen by ``model.name``.
 
+Each has ``encode(obs)`` (what depends only on the episode's static entities, computed once
+per episode) and ``decode(encoded, obs)`` (one step's logits and value); calling it does both.
+
 ``entity_pointer``: a Transformer encoder over the entities (items, cities) and a pointer
 head that scores every entity against a context query with an ``attn.scores`` function (Kool
 et al.'s attention model, used as an actor-critic). ``mlp``: separate actor and critic MLPs on
@@ -23,6 +26,7 @@ import ml_collections
 from flax import nnx
 
 from attn import catalog, masks, weighting
+from attn.attend import attend
 from attn.models.options import as_config_dict, option, parse_options
 from attn.models.stacks import AttentionOptions, TransformerOptions, build_encoder
 from attn.nn.transformer import ACTIVATIONS
@@ -53,14 +57,11 @@ class EntityPointerOptions(TransformerOptions):
     """``model`` of ``entity_pointer``: the encoder's options (:class:`TransformerOptions`;
     entities are a set, so ``attention.positional`` must stay ``"none"``) and the head's.
 
-    ``encoder_mask``: ``"action_mask"`` lets entities attend only to the legal ones (the
-    environment's mask as an ``attn.masks`` key mask), ``"none"`` to all. ``pointer_score``: the
-    catalog score of the context query against each entity; ``logit_clip`` C bounds the logits
-    to ``C * tanh(score)`` (Bello et al.; 0 disables it).
+    ``pointer_score``: the catalog score of the context query against each entity;
+    ``logit_clip`` C bounds the logits to ``C * tanh(score)`` (Bello et al.; 0: off).
     """
 
     attention: AttentionOptions = option(AttentionOptions(positional="none"))
-    encoder_mask: str = option("none", choices=("none", "action_mask"))
     pointer_score: str = option("scaled_dot", catalog_kind="score")
     logit_clip: float = option(10.0, minimum=0.0)
 
@@ -84,9 +85,16 @@ def _linear(inputs: int, outputs: int, rngs: nnx.Rngs, scale: float | None = Non
 
 
 class EntityPointerPolicy(nnx.Module):
-    """Encoder over ``obs["entities"] [B, E, F]``; context query from the mean entity
-    encoding, ``obs["globals"] [B, G]`` and the encodings of ``obs["context"] [B, C]`` (a
-    learned placeholder where an index is -1); pointer logits ``[B, E]`` (action = entity)."""
+    """Kool et al.'s attention model as an actor-critic.
+
+    :meth:`encode` runs the Transformer encoder over ``obs["entities"] [B, E, F]`` (static
+    within an episode, so it runs once per episode); :meth:`decode` makes each step's decision
+    from that encoding: a context (mean entity encoding, the encodings of ``obs["context"]
+    [B, C]`` with a learned placeholder where an index is -1, and ``obs["globals"] [B, G]``)
+    forms a query, which first takes a multi-head glimpse of the entities with ``attn.attend``
+    under the environment's ``action_mask`` as a key mask (``attn.masks.from_array``), then
+    scores every entity with ``pointer_score``: the action logits ``[B, E]`` (action = entity).
+    """
 
     Options = EntityPointerOptions
 
@@ -103,6 +111,10 @@ class EntityPointerPolicy(nnx.Module):
                 f"{options.attention.positional!r})"
             )
         d = options.features
+        if d % options.num_heads:
+            raise ValueError(
+                f"model.features={d} must be a multiple of model.num_heads={options.num_heads}"
+            )
         num_context = shapes["context"].shape[0] if "context" in shapes else 0
         num_globals = shapes["globals"].shape[0] if "globals" in shapes else 0
         context_features = d * (1 + num_context) + num_globals
@@ -116,18 +128,30 @@ class EntityPointerPolicy(nnx.Module):
             if num_context
             else None
         )
+        self.entity_projection = _linear(d, 3 * d, rngs)  # glimpse keys, values; pointer keys
         self.query = _linear(context_features, d, rngs)
-        self.keys = _linear(d, d, rngs)
-        self.value_hidden = _linear(context_features, d, rngs)
+        self.glimpse_out = _linear(d, d, rngs)
+        self.value_hidden = _linear(context_features + d, d, rngs)
         self.value_out = _linear(d, 1, rngs, scale=1.0)
 
-    def pointer(self, obs: Obs) -> tuple[Array, Array]:
-        """Unmasked pointer logits ``[B, E]`` and the value ``[B]``."""
-        entities, legal = obs["entities"], obs["action_mask"]
-        mask = None
-        if self.options.encoder_mask == "action_mask":
-            mask = masks.from_array(legal[:, None, None, :])  # keys: legal entities
-        h = self.encoder(self.embed(entities), mask=mask, deterministic=True)  # [B, E, D]
+    def encode(self, obs: Obs) -> dict[str, Array]:
+        """The per-episode part: entity encodings ``[B, E, D]`` and their projections."""
+        h = self.encoder(self.embed(obs["entities"]), deterministic=True)
+        glimpse_keys, glimpse_values, pointer_keys = jnp.split(self.entity_projection(h), 3, -1)
+        return {
+            "h": h,
+            "glimpse_keys": glimpse_keys,
+            "glimpse_values": glimpse_values,
+            "pointer_keys": pointer_keys,
+        }
+
+    def _heads(self, x: Array) -> Array:
+        """``[B, S, D] -> [B, S, N, D // N]``."""
+        return x.reshape(*x.shape[:2], self.options.num_heads, -1)
+
+    def pointer(self, encoded: dict[str, Array], obs: Obs) -> tuple[Array, Array]:
+        """Unmasked pointer logits ``[B, E]`` and the value ``[B]`` of one step."""
+        h = encoded["h"]
         parts = [h.mean(axis=1)]
         if "context" in obs:
             index = obs["context"]  # [B, C]
@@ -137,32 +161,46 @@ class EntityPointerPolicy(nnx.Module):
         if "globals" in obs:
             parts.append(obs["globals"])
         context = jnp.concatenate(parts, axis=-1)
-        q = self.query(context)[:, None, None, :]  # [B, T=1, N=1, D]
-        k = self.keys(h)[:, :, None, :]  # [B, S=E, K=1, D]
-        logits = self.score(q, k)[:, 0, 0, :]  # [B, N, T, S] -> [B, E]
+        query = self.query(context)[:, None, :]  # [B, T=1, D]
+        legal = masks.from_array(obs["action_mask"][:, None, None, :])  # keys: legal entities
+        # A state with no legal entity glimpses nothing: output 0 (attn's rule), never NaN.
+        glimpse = attend(
+            self._heads(query),
+            self._heads(encoded["glimpse_keys"]),
+            self._heads(encoded["glimpse_values"]),
+            mask=legal,
+        )
+        glimpse = self.glimpse_out(glimpse.reshape(query.shape))  # [B, 1, D]
+        logits = self.score(glimpse[:, :, None, :], encoded["pointer_keys"][:, :, None, :])
+        logits = logits[:, 0, 0, :]  # [B, N=1, T=1, S=E] -> [B, E]
         if self.options.logit_clip:
             logits = self.options.logit_clip * jnp.tanh(logits)
-        value = self.value_out(jax.nn.relu(self.value_hidden(context)))[:, 0]
-        return logits, value
+        hidden = jax.nn.relu(self.value_hidden(jnp.concatenate([context, glimpse[:, 0]], -1)))
+        return logits, self.value_out(hidden)[:, 0]
+
+    def decode(self, encoded: dict[str, Array], obs: Obs) -> tuple[Array, Array]:
+        """Masked action logits ``[B, A]`` and values ``[B]`` from :meth:`encode`'s output."""
+        logits, value = self.pointer(encoded, obs)
+        return mask_logits(logits, obs["action_mask"]), value
 
     def __call__(self, obs: Obs) -> tuple[Array, Array]:
         """Masked action logits ``[B, A]`` and values ``[B]``."""
-        logits, value = self.pointer(obs)
-        return mask_logits(logits, obs["action_mask"]), value
+        return self.decode(self.encode(obs), obs)
 
-    def attention(self, obs: Obs) -> Array:
+    def attention(self, encoded: dict[str, Array], obs: Obs) -> Array:
         """The pointer's attention over entities ``[B, E]``: ``attn.weighting.softmax`` of its
         logits under the action mask (rows with no legal entity are 0)."""
-        logits, _ = self.pointer(obs)
+        logits, _ = self.pointer(encoded, obs)
         return weighting.softmax(logits, obs["action_mask"])
 
 
 def flat_features(obs: Obs) -> Array:
-    """Every observation array but the mask and context indices, flattened: ``[B, F]``."""
+    """Every observation array but the context indices, flattened: ``[B, F]`` (the action
+    mask too: on the entity tasks it says what is packed or visited)."""
     parts = [
         value.reshape(value.shape[0], -1).astype(jnp.float32)
         for name, value in sorted(obs.items())
-        if name not in ("action_mask", "context")
+        if name != "context"
     ]
     return jnp.concatenate(parts, axis=-1)
 
@@ -173,11 +211,7 @@ class MLPPolicy(nnx.Module):
     Options = MLPOptions
 
     def __init__(self, options: MLPOptions, shapes: Obs, num_actions: int, *, rngs):
-        inputs = sum(
-            math.prod(s.shape)
-            for name, s in shapes.items()
-            if name not in ("action_mask", "context")
-        )
+        inputs = sum(math.prod(s.shape) for name, s in shapes.items() if name != "context")
         sizes = [inputs] + [options.features] * options.num_layers
         self.activation = ACTIVATIONS[options.activation]
         self.actor = nnx.List([_linear(a, b, rngs, 2**0.5) for a, b in itertools.pairwise(sizes)])
@@ -190,14 +224,22 @@ class MLPPolicy(nnx.Module):
             x = self.activation(layer(x))
         return x
 
-    def __call__(self, obs: Obs) -> tuple[Array, Array]:
+    def encode(self, obs: Obs) -> None:
+        """Nothing is computed once per episode."""
+        return None
+
+    def decode(self, encoded: None, obs: Obs) -> tuple[Array, Array]:
         """Masked action logits ``[B, A]`` and values ``[B]``."""
         x = flat_features(obs)
         logits = self.actor_out(self._trunk(self.actor, x))
         value = self.critic_out(self._trunk(self.critic, x))[:, 0]
         return mask_logits(logits, obs["action_mask"]), value
 
-    def attention(self, obs: Obs) -> Array:
+    def __call__(self, obs: Obs) -> tuple[Array, Array]:
+        """Masked action logits ``[B, A]`` and values ``[B]``."""
+        return self.decode(None, obs)
+
+    def attention(self, encoded: None, obs: Obs) -> Array:
         """The action distribution ``[B, A]`` (an MLP attends to nothing; plots show this)."""
         logits, _ = self(obs)
         return jax.nn.softmax(logits, axis=-1)

@@ -30,8 +30,17 @@ State = dict[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class PPOOptions:
-    """``ppo``: rollout length per update, the clipped objective's settings and its epochs."""
+    """``ppo``: how an update collects experience, the clipped objective's settings and its
+    epochs of minibatches.
 
+    ``mode="steps"``: ``rollout_length`` steps of ``env.num_envs`` environments that carry on
+    across updates (reset as they finish; the PureJaxRL design). ``mode="episodes"``: every
+    update plays ``env.num_envs`` fresh episodes to their end (at most the environment's
+    ``max_episode_steps``), and the policy encodes each episode's entities once, in the
+    rollout and in every minibatch (the combinatorial tasks: a step costs only the decoder).
+    """
+
+    mode: str = option("steps", choices=("steps", "episodes"))
     rollout_length: int = option(32, minimum=1)
     epochs: int = option(4, minimum=1)
     num_minibatches: int = option(4, minimum=1)
@@ -91,12 +100,13 @@ def greedy_rollout(
     was still running.
     """
     states, obs = jax.vmap(env.reset)(jax.random.split(rng, num_episodes))
+    encoded = policy.encode(obs)  # entities are the same at every step of an episode
 
     def step(carry, _):
         states, obs, total, running = carry
-        logits, _ = policy(obs)
+        logits, _ = policy.decode(encoded, obs)
         action = jnp.argmax(logits, axis=-1)
-        trace = (obs, action, policy.attention(obs), running) if record else None
+        trace = (obs, action, policy.attention(encoded, obs), running) if record else None
         states, obs, reward, done = jax.vmap(env.step)(states, action)
         total = total + jnp.where(running, reward, 0.0)
         return (states, obs, total, running & ~done), trace
@@ -129,6 +139,14 @@ class PPO:
 
     def init(self, params: Any, rng: Array) -> State:
         """The run state before the first update (``rng``: a raw ``uint32[2]`` key)."""
+        if self.options.mode == "episodes":  # every update starts fresh episodes
+            return {
+                "params": params,
+                "opt_state": self.tx.init(params),
+                "rng": rng,
+                "step": jnp.int32(0),
+                "env_steps": jnp.int32(0),
+            }
         rng, reset_rng = jax.random.split(rng)
         env_state, obs = jax.vmap(self.env.reset)(jax.random.split(reset_rng, self.num_envs))
         return {
@@ -139,6 +157,7 @@ class PPO:
             "episode_return": jnp.zeros(self.num_envs),  # of each environment's episode so far
             "rng": rng,
             "step": jnp.int32(0),
+            "env_steps": jnp.int32(0),  # so far, for the logs
         }
 
     def rollout(self, state: State) -> tuple[State, dict[str, Array], Array]:
@@ -184,49 +203,84 @@ class PPO:
         return state, transitions, last_value
 
     def loss(self, params: Any, batch: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
-        """The clipped surrogate + value loss - entropy bonus of one minibatch ``[M, ...]``."""
-        o = self.options
+        """The loss of a minibatch of steps ``[M, ...]`` (``mode="steps"``)."""
         logits, value = self.policy(params)(batch["obs"])
+        return self.objective(logits, value, batch, jnp.ones_like(value))
+
+    def episode_loss(self, params: Any, batch: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
+        """The loss of a minibatch of whole episodes (``mode="episodes"``): ``entities
+        [M, E, F]`` encoded once per episode, the other arrays ``[M, T, ...]``, steps after an
+        episode's end weighted 0 (``live``)."""
+        policy = self.policy(params)
+        entities = batch["entities"]
+        M, T = batch["action"].shape
+        encoded = policy.encode({"entities": entities})
+
+        def per_step(x: Any) -> Any:
+            """``[M, ...]`` -> ``[M * T, ...]``, each episode's value repeated for its steps."""
+            return jnp.broadcast_to(x[:, None], (M, T, *x.shape[1:])).reshape(M * T, *x.shape[1:])
+
+        flat = jax.tree.map(lambda x: x.reshape(M * T, *x.shape[2:]), batch["obs"])
+        logits, value = policy.decode(
+            jax.tree.map(per_step, encoded), {**flat, "entities": per_step(entities)}
+        )
+        steps = {
+            name: batch[name].reshape(M * T)
+            for name in ("action", "log_prob", "value", "advantage", "target")
+        }
+        return self.objective(logits, value, steps, batch["live"].reshape(M * T))
+
+    def objective(
+        self, logits: Array, value: Array, batch: dict[str, Array], weights: Array
+    ) -> tuple[Array, dict[str, Array]]:
+        """The clipped surrogate + value loss - entropy bonus, as ``weights``-weighted means
+        over the steps ``[M]`` (weights 0 or 1); logits ``[M, A]``, values ``[M]``."""
+        o = self.options
+        count = jnp.maximum(jnp.sum(weights), 1.0)
+
+        def mean(x: Array) -> Array:
+            return jnp.sum(x * weights) / count
+
         log_probs = jax.nn.log_softmax(logits)
         log_prob = jnp.take_along_axis(log_probs, batch["action"][:, None], axis=-1)[:, 0]
         advantage = batch["advantage"]
         if o.normalize_advantages:
-            advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+            centred = advantage - mean(advantage)
+            advantage = centred / (jnp.sqrt(mean(centred**2)) + 1e-8)
         ratio = jnp.exp(log_prob - batch["log_prob"])
         clipped_ratio = jnp.clip(ratio, 1.0 - o.clip_eps, 1.0 + o.clip_eps)
-        policy_loss = -jnp.mean(jnp.minimum(ratio * advantage, clipped_ratio * advantage))
+        policy_loss = -mean(jnp.minimum(ratio * advantage, clipped_ratio * advantage))
         old_value, target = batch["value"], batch["target"]
         clipped_value = old_value + jnp.clip(value - old_value, -o.clip_eps, o.clip_eps)
-        value_loss = 0.5 * jnp.mean(
-            jnp.maximum((value - target) ** 2, (clipped_value - target) ** 2)
-        )
+        value_loss = 0.5 * mean(jnp.maximum((value - target) ** 2, (clipped_value - target) ** 2))
         # Masked actions have probability exactly 0 and a finite log-probability: no NaN.
-        entropy = -jnp.mean(jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1))
+        entropy = mean(-jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1))
         loss = policy_loss + o.value_coef * value_loss - o.entropy_coef * entropy
         return loss, {
             "policy_loss": policy_loss,
             "value_loss": value_loss,
             "entropy": entropy,
-            "approx_kl": jnp.mean((ratio - 1.0) - jnp.log(ratio)),
-            "clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > o.clip_eps),
+            "approx_kl": mean((ratio - 1.0) - jnp.log(ratio)),
+            "clip_fraction": mean(jnp.abs(ratio - 1.0) > o.clip_eps),
         }
 
     def learn(
-        self, params: Any, opt_state: Any, batch: dict[str, Array], rng: Array
+        self, params: Any, opt_state: Any, batch: dict[str, Array], rng: Array, loss: Callable
     ) -> tuple[Any, Any, dict[str, Array]]:
-        """``epochs`` passes of minibatch steps over ``batch`` (flat ``[N, ...]``); returns
-        the parameters, optimizer state and the mean of every minibatch's metrics."""
+        """``epochs`` passes of minibatch steps of ``loss`` over ``batch`` (``[N, ...]``: steps
+        or episodes); returns the parameters, optimizer state and the mean of every
+        minibatch's metrics."""
         o = self.options
         size = jax.tree.leaves(batch)[0].shape[0]
 
         def minibatch_step(carry, minibatch):
             params, opt_state = carry
-            (loss, metrics), grads = jax.value_and_grad(self.loss, has_aux=True)(params, minibatch)
+            (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, minibatch)
             updates, new_opt_state = self.tx.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
-            metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
+            metrics = {**metrics, "loss": value, "grad_norm": optax.tree.norm(grads)}
             # A non-finite step is not applied; the host reads `finite` and stops the run.
-            finite = jnp.isfinite(loss) & jnp.isfinite(metrics["grad_norm"])
+            finite = jnp.isfinite(value) & jnp.isfinite(metrics["grad_norm"])
             carry = select(finite, (new_params, new_opt_state), (params, opt_state))
             return carry, {**metrics, "finite": finite}
 
@@ -247,10 +301,44 @@ class PPO:
         metrics = jax.tree.map(jnp.mean, metrics)
         return params, opt_state, {**metrics, "finite": finite}
 
+    def play(self, params: Any, rng: Array) -> tuple[dict[str, Array], dict[str, Array]]:
+        """``num_envs`` fresh episodes to their end with the sampling policy: the transitions
+        ``[T, B, ...]`` (``T = max_episode_steps``; ``live`` marks the steps before each
+        episode's end, the others have reward and value 0) and the reset observations."""
+        policy, env = self.policy(params), self.env
+        reset_rng, step_rng = jax.random.split(rng)
+        states, obs = jax.vmap(env.reset)(jax.random.split(reset_rng, self.num_envs))
+        first_obs = obs
+        encoded = policy.encode(obs)
+
+        def step(carry, rng):
+            states, obs, live = carry
+            logits, value = policy.decode(encoded, obs)
+            action = jax.random.categorical(rng, logits)
+            log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], axis=-1)[
+                :, 0
+            ]
+            states, next_obs, reward, done = jax.vmap(env.step)(states, action)
+            transition = {
+                "obs": {name: x for name, x in obs.items() if name != "entities"},
+                "action": action,
+                "log_prob": log_prob,
+                "value": jnp.where(live, value, 0.0),
+                "reward": jnp.where(live, reward, 0.0),
+                "live": live,
+            }
+            return (states, next_obs, live & ~done), transition
+
+        init = (states, obs, jnp.ones(self.num_envs, bool))
+        _, transitions = jax.lax.scan(step, init, jax.random.split(step_rng, env.max_episode_steps))
+        return transitions, first_obs
+
     def update(self, state: State) -> tuple[State, dict[str, Array]]:
-        """One PPO update: rollout, GAE, minibatch epochs. Returns the new state and metrics
-        (means over the update; ``finished_return_sum``/``episodes`` over the episodes that
-        ended in this rollout)."""
+        """One PPO update: experience (see :class:`PPOOptions`'s ``mode``), GAE, minibatch
+        epochs. Returns the new state and metrics (means over the update;
+        ``finished_return_sum``/``episodes`` over the episodes that ended in it)."""
+        if self.options.mode == "episodes":
+            return self.update_episodes(state)
         o = self.options
         state, transitions, last_value = self.rollout(state)
         advantages, targets = gae(
@@ -269,16 +357,54 @@ class PPO:
         batch = jax.tree.map(lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), batch)
         rng, learn_rng = jax.random.split(state["rng"])
         params, opt_state, metrics = self.learn(
-            state["params"], state["opt_state"], batch, learn_rng
+            state["params"], state["opt_state"], batch, learn_rng, self.loss
         )
         metrics["finished_return_sum"] = jnp.sum(transitions["finished_return"])
         metrics["episodes"] = jnp.sum(transitions["done"])
         metrics["reward_mean"] = jnp.mean(transitions["reward"])
+        env_steps = state["env_steps"] + transitions["reward"].size
         state = {
             **state,
             "params": params,
             "opt_state": opt_state,
             "rng": rng,
             "step": state["step"] + 1,
+            "env_steps": env_steps,
         }
-        return state, metrics
+        return state, {**metrics, "env_steps": env_steps}
+
+    def update_episodes(self, state: State) -> tuple[State, dict[str, Array]]:
+        """One update of ``mode="episodes"``."""
+        o = self.options
+        rng, play_rng, learn_rng = jax.random.split(state["rng"], 3)
+        transitions, first_obs = self.play(state["params"], play_rng)
+        live = transitions["live"]
+        # An episode ends after its last live step; the steps after it add nothing.
+        ended = ~jnp.concatenate([live[1:], jnp.zeros_like(live[:1])], axis=0)
+        advantages, targets = gae(
+            transitions["reward"],
+            transitions["value"],
+            ended,
+            jnp.zeros(self.num_envs),
+            o.gamma,
+            o.gae_lambda,
+        )
+        by_episode = {**transitions, "advantage": advantages, "target": targets}
+        batch = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), by_episode)  # [B, T, ...]
+        batch["entities"] = first_obs["entities"]
+        params, opt_state, metrics = self.learn(
+            state["params"], state["opt_state"], batch, learn_rng, self.episode_loss
+        )
+        metrics["finished_return_sum"] = jnp.sum(transitions["reward"])
+        metrics["episodes"] = jnp.float32(self.num_envs)
+        metrics["reward_mean"] = jnp.sum(transitions["reward"]) / jnp.sum(live)
+        env_steps = state["env_steps"] + jnp.sum(live, dtype=jnp.int32)
+        state = {
+            **state,
+            "params": params,
+            "opt_state": opt_state,
+            "rng": rng,
+            "step": state["step"] + 1,
+            "env_steps": env_steps,
+        }
+        return state, {**metrics, "env_steps": env_steps}
