@@ -4,8 +4,9 @@ A Transformer encoder over the items (weight, value), run once per episode, and 
 at each step forms a context query (mean item encoding + remaining budget), glimpses the items
 with ``attn.attend`` under the environment's ``action_mask`` (packed items and those that no
 longer fit are masked) and scores each item with ``attn.scores.scaled_dot`` (Kool et al.'s
-attention model). PPO plays 256 fresh instances per update (``ppo.mode="episodes"``). Evaluation packs 256 fixed instances greedily and reports the gap to their
-exact optimum (``scipy.optimize.milp``).
+attention model). PPO plays 256 fresh instances per update (``ppo.mode="episodes"``).
+Evaluation packs 256 fixed instances greedily and reports the gap to their exact optimum
+(``scipy.optimize.milp``).
 
     attn run experiments/rl_knapsack.py --workdir workdirs/rl_knapsack        # full run
     attn run experiments/rl_knapsack.py:smoke --workdir /tmp/rl_knapsack      # seconds, for tests
@@ -38,7 +39,7 @@ def get_config(arg: str | None = None):
     )
     config.optim.update(name="adam", learning_rate=3e-4, grad_clip_norm=1.0)
     config.train.update(
-        num_steps=2000,
+        num_steps=300,
         log_every=20,
         eval_every=100,
         checkpoint_every=100,

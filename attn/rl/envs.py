@@ -125,7 +125,15 @@ def _jumanji(name: str, **kwargs: Any) -> Environment:
 def _gymnax(name: str, **kwargs: Any) -> Environment:
     import gymnax  # optional: imported only when asked for
 
-    env, params = gymnax.make(name, **kwargs)
+    env, params = gymnax.make(name)
+    # kwargs replace environment parameters (e.g. CartPole's max_steps_in_episode).
+    unknown = sorted(set(kwargs) - set(dataclasses.asdict(params)))
+    if unknown:
+        raise ValueError(
+            f"env.kwargs: {name} has no parameter {unknown[0]!r} "
+            f"(valid: {', '.join(dataclasses.asdict(params))})"
+        )
+    params = params.replace(**kwargs)
     num_actions = int(env.num_actions)
     legal = jnp.ones((num_actions,), bool)
 
@@ -170,7 +178,7 @@ ENVIRONMENTS = tuple(f"jumanji:{n}" for n in JUMANJI) + tuple(f"gymnax:{n}" for 
 
 def make_env(name: str, **kwargs: Any) -> Environment:
     """The environment ``"library:Name"`` (one of :data:`ENVIRONMENTS`); ``kwargs`` go to
-    ``jumanji.make`` / ``gymnax.make``."""
+    ``jumanji.make`` or replace gymnax's environment parameters."""
     if name not in ENVIRONMENTS:
         raise ValueError(
             f"env.name: unknown environment {name!r}; valid: {', '.join(ENVIRONMENTS)}"

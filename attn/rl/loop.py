@@ -30,7 +30,14 @@ from attn.train import config as config_lib
 from attn.train import workdir as workdir_lib
 from attn.train.checkpoints import Checkpoints
 from attn.train.interrupt import TrainingInterrupted, stop_requests
-from attn.train.loop import NonFiniteLossError, is_due, ocp_abstract, report_run
+from attn.train.loop import (
+    EvalCallback,
+    NonFiniteLossError,
+    StoppedByCallback,
+    is_due,
+    ocp_abstract,
+    report_run,
+)
 from attn.train.plots import plot_curves
 from attn.train.writer import MetricWriter, read_metrics
 
@@ -187,7 +194,7 @@ def _evaluate_and_log(experiment: RLExperiment, step: int, writer: MetricWriter)
     return evaluation
 
 
-def _train(experiment: RLExperiment, start: int) -> dict[str, Any]:
+def _train(experiment: RLExperiment, start: int, on_eval: EvalCallback | None) -> dict[str, Any]:
     train, workdir = experiment.config.train, experiment.workdir
     last, final = train.num_steps, {}
     writer = MetricWriter(workdir, resume_step=start)
@@ -213,9 +220,14 @@ def _train(experiment: RLExperiment, start: int) -> dict[str, Any]:
                     writer.write(step, "train", final["train"])
                     shown = final["train"].get("episode_return", float("nan"))
                     bar.set_postfix(episode_return=f"{shown:.2f}", refresh=False)
+                save_due = is_due(step, train.checkpoint_every, last)
                 if is_due(step, train.eval_every, last):
                     final["eval"] = _evaluate_and_log(experiment, step, writer)
-                if is_due(step, train.checkpoint_every, last):
+                    if on_eval is not None and on_eval(step, final["eval"]):  # a sweep's pruner
+                        if save_due:
+                            experiment.checkpoints.save(step, experiment.state)
+                        raise StoppedByCallback(f"stopped after the evaluation of step {step}")
+                if save_due:
                     experiment.checkpoints.save(step, experiment.state)
             if step < last:  # Ctrl-C: keep the last finished update
                 tqdm.write(f"Ctrl-C: saving a checkpoint of update {step}", file=sys.stderr)
@@ -232,9 +244,15 @@ def _train(experiment: RLExperiment, start: int) -> dict[str, Any]:
     return final
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    *,
+    on_eval: EvalCallback | None = None,
+) -> dict[str, Any]:
     """Train the RL ``config`` in ``workdir`` (resuming if it holds checkpoints); return the
-    final train and eval records and the best eval record (as the supervised loop does)."""
+    final train and eval records and the best eval record, as the supervised
+    :func:`attn.train.train_and_evaluate` does (``on_eval`` too)."""
     checked = rl_config.validate(config)  # before the workdir is touched
     workdir = Path(workdir)
     workdir_lib.require_directory(workdir, create=True)
@@ -245,7 +263,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         try:
             config_lib.save_json(config, config_path)
             start = experiment.restore(missing_ok=True)
-            final = _train(experiment, start)
+            final = _train(experiment, start, on_eval)
         finally:
             experiment.close()
     return report_run(config, workdir, final, start)
