@@ -12,8 +12,7 @@ Expected: greedy return >= 475 (of 500) on the 32 evaluation episodes in under 2
 CPU cores (BUILD_NOTES.md has the measured figures).
 """
 
-from attn.rl.config import base_config
-from attn.train.config import shorten_for_smoke
+from attn.rl.config import base_config, shorten_for_smoke
 from attn.train.sweep import grid
 
 ARGS = ("smoke",)
@@ -32,10 +31,8 @@ def get_config(arg: str | None = None):
     )
     config.train.update(num_steps=300, log_every=10, eval_every=50, checkpoint_every=50)
     if arg == "smoke":
-        config.env.update(num_envs=4, eval_episodes=2)
-        config.ppo.update(rollout_length=8, num_minibatches=2, epochs=1)
         config.model.update(features=8)
-        shorten_for_smoke(config, num_steps=4)
+        shorten_for_smoke(config)
     return config
 
 

@@ -18,39 +18,19 @@ optimum 20.16. Target: greedy return within 1% of the optimum (>= 19.96) in <= 2
 CPU cores (BUILD_NOTES.md has the measured figures).
 """
 
-from attn.rl.config import base_config
-from attn.train.config import shorten_for_smoke
+from attn.rl.config import episodes_config, shorten_for_smoke
 from attn.train.sweep import grid
 
 ARGS = ("smoke",)
 
 
 def get_config(arg: str | None = None):
-    config = base_config(env="jumanji:Knapsack-v1", model="entity_pointer")
-    config.env.update(num_envs=256, eval_episodes=256)
+    config = episodes_config("jumanji:Knapsack-v1", num_steps=300)
     config.model.update(num_layers=2, features=64, num_heads=4, mlp_features=128)
-    config.ppo.update(
-        mode="episodes",
-        epochs=2,
-        num_minibatches=4,
-        gamma=1.0,
-        gae_lambda=0.95,
-        entropy_coef=0.01,
-    )
-    config.optim.update(name="adam", learning_rate=3e-4, grad_clip_norm=1.0)
-    config.train.update(
-        num_steps=300,
-        log_every=20,
-        eval_every=100,
-        checkpoint_every=100,
-        best_metric="gap",
-        best_mode="min",
-    )
+    config.ppo.entropy_coef = 0.01
     if arg == "smoke":
-        config.env.update(num_envs=4, eval_episodes=4)
         config.model.update(num_layers=1, features=16, num_heads=2, mlp_features=16)
-        config.ppo.update(num_minibatches=2, epochs=1)
-        shorten_for_smoke(config, num_steps=4)
+        shorten_for_smoke(config)
     return config
 
 

@@ -22,6 +22,7 @@ from attn.models.options import as_config_dict, option, parse_options
 from attn.rl import policies
 from attn.rl.envs import ENVIRONMENTS, Environment, make_env
 from attn.rl.ppo import PPOOptions
+from attn.train import config as config_lib
 from attn.train.config import OptimOptions, _trace_optimizer
 from attn.train.optim import build_optimizer
 
@@ -31,7 +32,9 @@ __all__ = [
     "RLChecked",
     "RLTrainOptions",
     "base_config",
+    "episodes_config",
     "is_rl_config",
+    "shorten_for_smoke",
     "validate",
 ]
 
@@ -76,6 +79,34 @@ def base_config(env: str, model: str) -> ml_collections.ConfigDict:
     config.train = as_config_dict(RLTrainOptions())
     config.ppo = as_config_dict(PPOOptions())
     return config
+
+
+def episodes_config(env: str, *, num_steps: int) -> ml_collections.ConfigDict:
+    """What the combinatorial (jumanji) experiments share: the ``entity_pointer`` policy
+    trained by PPO on 256 fresh episodes per update (``ppo.mode="episodes"``, undiscounted),
+    evaluated every 100 updates on 256 fixed instances and kept by the smallest gap."""
+    config = base_config(env, "entity_pointer")
+    config.env.update(num_envs=256, eval_episodes=256)
+    config.ppo.update(mode="episodes", epochs=2, num_minibatches=4, gamma=1.0, gae_lambda=0.95)
+    config.optim.update(name="adam", learning_rate=3e-4, grad_clip_norm=1.0)
+    config.train.update(
+        num_steps=num_steps,
+        log_every=20,
+        eval_every=100,
+        checkpoint_every=100,
+        best_metric="gap",
+        best_mode="min",
+    )
+    return config
+
+
+def shorten_for_smoke(config: ml_collections.ConfigDict, num_steps: int = 4) -> None:
+    """An RL ``:smoke`` variant: 4 environments (and evaluation episodes), one epoch of two
+    minibatches, and the supervised smoke loop's schedule (:func:`attn.train.config.
+    shorten_for_smoke`). The experiment shrinks its model itself."""
+    config.env.update(num_envs=4, eval_episodes=4)
+    config.ppo.update(num_minibatches=2, epochs=1, rollout_length=8)
+    config_lib.shorten_for_smoke(config, num_steps=num_steps)
 
 
 def is_rl_config(config: Any) -> bool:

@@ -10,7 +10,6 @@ moment resumes to exactly the parameters of an uninterrupted one.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,17 +25,16 @@ from attn.rl import config as rl_config
 from attn.rl import policies
 from attn.rl.plots import plot_rollout
 from attn.rl.ppo import PPO, greedy_rollout
-from attn.train import config as config_lib
-from attn.train import workdir as workdir_lib
 from attn.train.checkpoints import Checkpoints
-from attn.train.interrupt import TrainingInterrupted, stop_requests
+from attn.train.interrupt import stop_requests
 from attn.train.loop import (
     EvalCallback,
     NonFiniteLossError,
-    StoppedByCallback,
     is_due,
     ocp_abstract,
-    report_run,
+    run_in_workdir,
+    save_and_stop,
+    stop_if_asked,
 )
 from attn.train.plots import plot_curves
 from attn.train.writer import MetricWriter, read_metrics
@@ -223,21 +221,11 @@ def _train(experiment: RLExperiment, start: int, on_eval: EvalCallback | None) -
                 save_due = is_due(step, train.checkpoint_every, last)
                 if is_due(step, train.eval_every, last):
                     final["eval"] = _evaluate_and_log(experiment, step, writer)
-                    if on_eval is not None and on_eval(step, final["eval"]):  # a sweep's pruner
-                        if save_due:
-                            experiment.checkpoints.save(step, experiment.state)
-                        raise StoppedByCallback(f"stopped after the evaluation of step {step}")
+                    stop_if_asked(experiment, step, final["eval"], on_eval, save_due)
                 if save_due:
                     experiment.checkpoints.save(step, experiment.state)
             if step < last:  # Ctrl-C: keep the last finished update
-                tqdm.write(f"Ctrl-C: saving a checkpoint of update {step}", file=sys.stderr)
-                path = experiment.checkpoints.save(step, experiment.state)
-                raise TrainingInterrupted(
-                    f"interrupted at step {step}; checkpoint saved in {path}. Run the same "
-                    "command again to resume.",
-                    step=step,
-                    path=path,
-                )
+                save_and_stop(experiment, step)
     finally:
         bar.close()
         writer.close()
@@ -254,16 +242,9 @@ def train_and_evaluate(
     final train and eval records and the best eval record, as the supervised
     :func:`attn.train.train_and_evaluate` does (``on_eval`` too)."""
     checked = rl_config.validate(config)  # before the workdir is touched
-    workdir = Path(workdir)
-    workdir_lib.require_directory(workdir, create=True)
-    config_path = workdir / workdir_lib.CONFIG_FILE
-    with workdir_lib.WorkdirLock(workdir):
-        workdir_lib.check_resumable(config, config_path)
-        experiment = RLExperiment(config, workdir, checked=checked)
-        try:
-            config_lib.save_json(config, config_path)
-            start = experiment.restore(missing_ok=True)
-            final = _train(experiment, start, on_eval)
-        finally:
-            experiment.close()
-    return report_run(config, workdir, final, start)
+    return run_in_workdir(
+        config,
+        workdir,
+        lambda path: RLExperiment(config, path, checked=checked),
+        lambda experiment, start: _train(experiment, start, on_eval),
+    )

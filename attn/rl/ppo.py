@@ -356,13 +356,29 @@ class PPO:
         # Explicit sizes: some observation arrays are empty (no context), where -1 is ambiguous.
         batch = jax.tree.map(lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), batch)
         rng, learn_rng = jax.random.split(state["rng"])
+        experience = {
+            "finished_return_sum": jnp.sum(transitions["finished_return"]),
+            "episodes": jnp.sum(transitions["done"]),
+            "reward_mean": jnp.mean(transitions["reward"]),
+            "env_steps": jnp.int32(transitions["reward"].size),
+        }
+        return self._learn_and_advance(state, batch, self.loss, rng, learn_rng, experience)
+
+    def _learn_and_advance(
+        self,
+        state: State,
+        batch: dict[str, Array],
+        loss: Callable,
+        rng: Array,
+        learn_rng: Array,
+        experience: dict[str, Array],
+    ) -> tuple[State, dict[str, Array]]:
+        """Learn from ``batch``; the next state (``rng`` its key) and the update's metrics
+        (``experience``: what the rollout adds to them, its ``env_steps`` among them)."""
         params, opt_state, metrics = self.learn(
-            state["params"], state["opt_state"], batch, learn_rng, self.loss
+            state["params"], state["opt_state"], batch, learn_rng, loss
         )
-        metrics["finished_return_sum"] = jnp.sum(transitions["finished_return"])
-        metrics["episodes"] = jnp.sum(transitions["done"])
-        metrics["reward_mean"] = jnp.mean(transitions["reward"])
-        env_steps = state["env_steps"] + transitions["reward"].size
+        env_steps = state["env_steps"] + experience["env_steps"]
         state = {
             **state,
             "params": params,
@@ -371,7 +387,7 @@ class PPO:
             "step": state["step"] + 1,
             "env_steps": env_steps,
         }
-        return state, {**metrics, "env_steps": env_steps}
+        return state, {**metrics, **experience, "env_steps": env_steps}
 
     def update_episodes(self, state: State) -> tuple[State, dict[str, Array]]:
         """One update of ``mode="episodes"``."""
@@ -392,19 +408,10 @@ class PPO:
         by_episode = {**transitions, "advantage": advantages, "target": targets}
         batch = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), by_episode)  # [B, T, ...]
         batch["entities"] = first_obs["entities"]
-        params, opt_state, metrics = self.learn(
-            state["params"], state["opt_state"], batch, learn_rng, self.episode_loss
-        )
-        metrics["finished_return_sum"] = jnp.sum(transitions["reward"])
-        metrics["episodes"] = jnp.float32(self.num_envs)
-        metrics["reward_mean"] = jnp.sum(transitions["reward"]) / jnp.sum(live)
-        env_steps = state["env_steps"] + jnp.sum(live, dtype=jnp.int32)
-        state = {
-            **state,
-            "params": params,
-            "opt_state": opt_state,
-            "rng": rng,
-            "step": state["step"] + 1,
-            "env_steps": env_steps,
+        experience = {
+            "finished_return_sum": jnp.sum(transitions["reward"]),
+            "episodes": jnp.float32(self.num_envs),
+            "reward_mean": jnp.sum(transitions["reward"]) / jnp.sum(live),
+            "env_steps": jnp.sum(live, dtype=jnp.int32),
         }
-        return state, {**metrics, "env_steps": env_steps}
+        return self._learn_and_advance(state, batch, self.episode_loss, rng, learn_rng, experience)

@@ -1,5 +1,5 @@
-"""The RL experiments through `attn run`, `attn eval` and `attn plot`, and an exact resume
-after SIGKILL."""
+"""The RL experiments' smoke variants through `attn run`, `attn eval` and `attn plot`, and an
+exact resume after SIGKILL."""
 
 import json
 import subprocess
@@ -21,14 +21,15 @@ from attn.rl import train_and_evaluate
 
 pytestmark = pytest.mark.slow  # compiles PPO updates (seconds each)
 
-CARTPOLE = str(ROOT / "experiments" / "rl_cartpole.py")
-KNAPSACK = str(ROOT / "experiments" / "rl_knapsack.py")
-TSP = str(ROOT / "experiments" / "rl_tsp.py")
+EXPERIMENTS = ROOT / "experiments"
+CARTPOLE = str(EXPERIMENTS / "rl_cartpole.py")
+# Long enough to be killed in the middle; evaluated once, at the end.
+OVERRIDES = {"train.num_steps": 30, "train.checkpoint_every": 2, "train.eval_every": 0}
 
 
-@pytest.mark.parametrize("path", [KNAPSACK, TSP])
-def test_combinatorial_smoke_runs_train_evaluate_and_plot(path, tmp_path, capsys):
-    final = train_and_evaluate(smoke(path), tmp_path)
+@pytest.mark.parametrize("name", ["rl_knapsack", "rl_tsp"])
+def test_combinatorial_smoke_runs_train_evaluate_and_plot(name, tmp_path, capsys):
+    final = train_and_evaluate(smoke(str(EXPERIMENTS / f"{name}.py")), tmp_path)
     assert {"return", "reference_return", "gap"} <= final["eval"].keys()
     assert np.isfinite(final["train"]["loss"]) and final["train"]["env_steps_per_second"] > 0
     assert (tmp_path / "plots" / "rollout_example0.png").stat().st_size > 1000
@@ -40,33 +41,28 @@ def test_combinatorial_smoke_runs_train_evaluate_and_plot(path, tmp_path, capsys
 
 
 def test_a_killed_cartpole_run_resumes_to_identical_parameters(tmp_path):
-    overrides = [
-        "--config.train.num_steps=40",
-        "--config.train.checkpoint_every=2",
-        "--config.train.eval_every=0",
-    ]
-    uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    subprocess.run(
-        run_command(uninterrupted, *overrides, experiment=f"{CARTPOLE}:smoke"),
-        check=True,
-        env=ENVIRONMENT,
-        capture_output=True,
+    """In this process the whole run; in `attn run` subprocesses one killed mid-run and
+    resumed (they share the compiled programs). The checkpoints hold the environments' states,
+    the observations and the random key."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    final = train_and_evaluate(smoke(CARTPOLE, **OVERRIDES), whole)
+    assert np.isfinite(final["eval"]["return"])
+
+    command = run_command(
+        killed,
+        *(f"--config.{key}={value}" for key, value in OVERRIDES.items()),
+        experiment=f"{CARTPOLE}:smoke",
     )
-    left = kill_mid_run(run_command(killed, *overrides, experiment=f"{CARTPOLE}:smoke"), killed, 6)
-    assert left and max(left) < 40
-    result = subprocess.run(
-        run_command(killed, *overrides, experiment=f"{CARTPOLE}:smoke"),
-        env=ENVIRONMENT,
-        capture_output=True,
-        text=True,
-    )
+    left = kill_mid_run(command, killed, after_step=6)
+    assert left and max(left) < 30
+    result = subprocess.run(command, env=ENVIRONMENT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    want = params_of(uninterrupted)
-    assert_same_params(params_of(killed), want)
-    # The environments and the random key resumed too: the last update's logs agree.
-    logs = [
-        [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
-        for d in (uninterrupted, killed)
+    assert_same_params(params_of(killed), params_of(whole))
+    # So did the episodes in progress: the last update's logs agree.
+    last = [
+        [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()][-2]
+        for d in (whole, killed)
     ]
-    assert logs[0][-1]["loss"] == logs[1][-1]["loss"]
-    assert cli.main(["eval", "--workdir", str(killed), "--checkpoint", "latest"]) == 0
+    assert last[0]["split"] == "train"
+    assert last[0]["loss"] == last[1]["loss"]
+    assert last[0].get("episode_return") == last[1].get("episode_return")
