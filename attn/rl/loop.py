@@ -78,8 +78,12 @@ class RLExperiment:
         )
         self.update = jax.jit(self.ppo.update, donate_argnums=0)
         episodes = checked.env_options.eval_episodes
-        self._returns = jax.jit(
-            lambda params, rng: greedy_rollout(self.env, self.ppo.policy(params), rng, episodes)[:2]
+        # One program for evaluations and plots: the trace of every step is recorded (a few MB
+        # for the full configs) and plots pick their episodes from it.
+        self._rollout = jax.jit(
+            lambda params, rng: greedy_rollout(
+                self.env, self.ppo.policy(params), rng, episodes, record=True
+            )
         )
         self._reference: np.ndarray | None = None
         self.started = time.perf_counter()  # eval records say how long the process has run
@@ -99,19 +103,21 @@ class RLExperiment:
         step, self.state = restored
         return step
 
-    def _eval_rng(self) -> jax.Array:
-        return jax.random.PRNGKey(self.checked.env_options.eval_seed)
-
-    def evaluate(self, split: str = "test") -> dict[str, float]:
-        """Mean greedy return over the fixed evaluation instances; where the environment has a
-        reference solver also its mean return and ``gap`` (``(reference - policy) /
-        |reference|``, 0 = as good as the reference; negative = better)."""
+    def _greedy(self, split: str) -> tuple[jax.Array, Any, Any]:
+        """Greedy returns, initial states and trace of the evaluation instances."""
         if split != "test":
             raise ValueError(
                 f"--split {split!r}: RL runs evaluate on 'test' only (env.eval_episodes "
                 "instances drawn from env.eval_seed)"
             )
-        returns, initial = self._returns(self.state["params"], self._eval_rng())
+        rng = jax.random.PRNGKey(self.checked.env_options.eval_seed)
+        return self._rollout(self.state["params"], rng)
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Mean greedy return over the fixed evaluation instances; where the environment has a
+        reference solver also its mean return and ``gap`` (``(reference - policy) /
+        |reference|``, 0 = as good as the reference; negative = better)."""
+        returns, initial, _ = self._greedy(split)
         result = {"return": float(jnp.mean(returns))}
         if self.env.reference is not None:
             if self._reference is None:  # the same instances every time: solved once
@@ -124,13 +130,9 @@ class RLExperiment:
     def plot(self, split: str = "test", tag: str = "", count: int | None = None) -> list[Path]:
         """Greedy rollouts of the first ``count`` (default ``train.plot_examples``) evaluation
         instances: per step, the policy's attention over the entities."""
-        self.evaluate(split)  # checks the split
         count = self.config.train.plot_examples if count is None else count
-        policy = self.ppo.policy(self.state["params"])
-        _, _, trace = jax.jit(
-            lambda rng: greedy_rollout(self.env, policy, rng, max(count, 1), record=True)
-        )(self._eval_rng())
-        trace = jax.device_get(trace)
+        count = min(count, self.checked.env_options.eval_episodes)
+        trace = jax.device_get(self._greedy(split)[2])
         return [
             plot_rollout(
                 self.env,

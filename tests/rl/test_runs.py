@@ -2,12 +2,10 @@
 exact resume after SIGKILL."""
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
 from train.helpers import (
-    ENVIRONMENT,
     ROOT,
     assert_same_params,
     kill_mid_run,
@@ -24,12 +22,13 @@ pytestmark = pytest.mark.slow  # compiles PPO updates (seconds each)
 EXPERIMENTS = ROOT / "experiments"
 CARTPOLE = str(EXPERIMENTS / "rl_cartpole.py")
 # Long enough to be killed in the middle; evaluated once, at the end.
-OVERRIDES = {"train.num_steps": 30, "train.checkpoint_every": 2, "train.eval_every": 0}
+OVERRIDES = {"train.num_steps": 16, "train.checkpoint_every": 2, "train.eval_every": 0}
 
 
-@pytest.mark.parametrize("name", ["rl_knapsack", "rl_tsp"])
-def test_combinatorial_smoke_runs_train_evaluate_and_plot(name, tmp_path, capsys):
-    final = train_and_evaluate(smoke(str(EXPERIMENTS / f"{name}.py")), tmp_path)
+def test_the_knapsack_smoke_run_trains_evaluates_and_plots(tmp_path, capsys):
+    """rl_tsp:smoke runs the same code (episodes, a reference, the gap); its plot is tested
+    on a made-up rollout (tests/rl/test_plots.py)."""
+    final = train_and_evaluate(smoke(str(EXPERIMENTS / "rl_knapsack.py")), tmp_path)
     assert {"return", "reference_return", "gap"} <= final["eval"].keys()
     assert np.isfinite(final["train"]["loss"]) and final["train"]["env_steps_per_second"] > 0
     assert (tmp_path / "plots" / "rollout_example0.png").stat().st_size > 1000
@@ -41,9 +40,9 @@ def test_combinatorial_smoke_runs_train_evaluate_and_plot(name, tmp_path, capsys
 
 
 def test_a_killed_cartpole_run_resumes_to_identical_parameters(tmp_path):
-    """In this process the whole run; in `attn run` subprocesses one killed mid-run and
-    resumed (they share the compiled programs). The checkpoints hold the environments' states,
-    the observations and the random key."""
+    """The whole run in this process; an `attn run` subprocess killed mid-run (it shares the
+    compiled programs) and resumed here. The checkpoints hold the environments' states, the
+    observations and the random key."""
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     final = train_and_evaluate(smoke(CARTPOLE, **OVERRIDES), whole)
     assert np.isfinite(final["eval"]["return"])
@@ -53,10 +52,9 @@ def test_a_killed_cartpole_run_resumes_to_identical_parameters(tmp_path):
         *(f"--config.{key}={value}" for key, value in OVERRIDES.items()),
         experiment=f"{CARTPOLE}:smoke",
     )
-    left = kill_mid_run(command, killed, after_step=6)
-    assert left and max(left) < 30
-    result = subprocess.run(command, env=ENVIRONMENT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
+    left = kill_mid_run(command, killed, after_step=4)
+    assert left and max(left) < 16
+    train_and_evaluate(smoke(CARTPOLE, **OVERRIDES), killed)
     assert_same_params(params_of(killed), params_of(whole))
     # So did the episodes in progress: the last update's logs agree.
     last = [
