@@ -4,7 +4,7 @@ Imported only by RL experiments (``attn run`` on a config with an ``env`` sectio
 environment libraries load only when an environment is made.
 """
 
-from attn.rl.config import base_config, is_rl_config, validate
+from attn.rl.config import base_config, episodes_config, validate
 from attn.rl.envs import ENVIRONMENTS, Environment, make_env
 from attn.rl.loop import RLExperiment, train_and_evaluate
 from attn.rl.policies import POLICIES, EntityPointerPolicy, MLPPolicy, build_policy
@@ -21,9 +21,9 @@ __all__ = [
     "RLExperiment",
     "base_config",
     "build_policy",
+    "episodes_config",
     "gae",
     "greedy_rollout",
-    "is_rl_config",
     "make_env",
     "train_and_evaluate",
     "validate",

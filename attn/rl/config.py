@@ -3,8 +3,8 @@
 An RL config has the sections ``env`` (:class:`EnvOptions`), ``model`` (a policy's options,
 :mod:`attn.rl.policies`), ``optim`` (the supervised loop's :class:`OptimOptions`), ``train``
 (:class:`RLTrainOptions`; ``num_steps`` counts PPO updates) and ``ppo`` (:class:`PPOOptions`).
-The ``env`` section is what tells ``attn run`` that a config is an RL one (see
-:func:`is_rl_config`). :func:`validate` makes the environment and traces the policy and the
+The ``env`` section is what tells ``attn run`` (and ``attn sweep``) that a config is an RL
+one. :func:`validate` makes the environment and traces the policy and the
 optimizer as shapes only, so a bad config fails in seconds with the key named.
 """
 
@@ -33,7 +33,6 @@ __all__ = [
     "RLTrainOptions",
     "base_config",
     "episodes_config",
-    "is_rl_config",
     "shorten_for_smoke",
     "validate",
 ]
@@ -107,11 +106,6 @@ def shorten_for_smoke(config: ml_collections.ConfigDict, num_steps: int = 4) -> 
     config.env.update(num_envs=4, eval_episodes=4)
     config.ppo.update(num_minibatches=2, epochs=1, rollout_length=8)
     config_lib.shorten_for_smoke(config, num_steps=num_steps)
-
-
-def is_rl_config(config: Any) -> bool:
-    """Whether ``config`` (a ConfigDict or dict) is an RL one: it has an ``env`` section."""
-    return "env" in config
 
 
 @dataclasses.dataclass(frozen=True)
