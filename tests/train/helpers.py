@@ -16,6 +16,11 @@ from attn.train.config import apply_override
 
 ROOT = Path(__file__).resolve().parents[2]
 REVERSE = str(ROOT / "experiments" / "reverse.py")
+# The supervised experiments; the RL ones (rl_*.py: an `env` section, trained by attn.rl) are
+# tested in tests/rl.
+SUPERVISED_EXPERIMENTS = sorted(
+    path for path in (ROOT / "experiments").glob("*.py") if not path.stem.startswith("rl_")
+)
 ENVIRONMENT = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 

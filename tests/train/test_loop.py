@@ -18,6 +18,7 @@ from attn.train import NonFiniteLossError, load_config, train_and_evaluate
 from .helpers import (
     REVERSE,
     ROOT,
+    SUPERVISED_EXPERIMENTS,
     kill_mid_run,
     params_of,
     restore_latest,
@@ -28,11 +29,10 @@ from .helpers import (
 # Every test here trains (in process or in `attn run` subprocesses).
 pytestmark = pytest.mark.slow
 
-EXPERIMENTS = sorted((ROOT / "experiments").glob("*.py"))
 CATALOG_DATASETS = {"tiny_shakespeare", "imdb_reviews"}
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SUPERVISED_EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_smoke_variant_trains_and_evaluates(path, tmp_path):
     config = load_config(f"{path}:smoke")
     # Catalog datasets cannot be downloaded here: run their real loader on TFDS mock records.
