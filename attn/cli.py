@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 CONFIG_PREFIX = "--config."
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
@@ -154,12 +155,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _load_workdir(workdir: str, checkpoint: str):
     """The workdir's experiment, read-only, with ``checkpoint`` restored, and its step."""
-    from attn.train import Experiment
     from attn.train import workdir as workdir_lib
 
     workdir_lib.require_directory(Path(workdir), create=False)
     config = workdir_lib.read_config(Path(workdir) / workdir_lib.CONFIG_FILE)
-    experiment = Experiment(config, workdir, read_only=True)
+    experiment = _loop(config).Experiment(config, workdir, read_only=True)
     try:
         step = experiment.restore(checkpoint)
     except ValueError:
@@ -211,14 +211,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(config_spec: str, workdir: str, extra: list[str]) -> int:
     """``attn run``: 0 when done, 130 on Ctrl-C (after the loop saved a checkpoint)."""
-    from attn.train import TrainingInterrupted, load_config, train_and_evaluate
+    from attn.train import TrainingInterrupted, load_config
     from attn.train.config import apply_override
 
     config = load_config(config_spec)
     for key, value in _split_overrides(extra):
         apply_override(config, key, value)
     try:
-        train_and_evaluate(config, workdir)
+        _loop(config).train_and_evaluate(config, workdir)
     except TrainingInterrupted as interrupted:
         print(f"attn run: {interrupted}", file=sys.stderr)
         return INTERRUPTED
@@ -230,6 +230,18 @@ def _run(config_spec: str, workdir: str, extra: list[str]) -> int:
         )
         return INTERRUPTED
     return 0
+
+
+def _loop(config) -> SimpleNamespace:
+    """The training loop of ``config``: the RL loop (:mod:`attn.rl`) for a config with an
+    ``env`` section, else the supervised one; its ``train_and_evaluate`` and ``Experiment``."""
+    if "env" in config:
+        from attn.rl import RLExperiment, train_and_evaluate
+
+        return SimpleNamespace(Experiment=RLExperiment, train_and_evaluate=train_and_evaluate)
+    from attn.train import Experiment, train_and_evaluate
+
+    return SimpleNamespace(Experiment=Experiment, train_and_evaluate=train_and_evaluate)
 
 
 def _sweep(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
@@ -272,6 +284,10 @@ def _sweep(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
 
 
 def _plot(experiment, args) -> list[Path]:
+    if "env" in experiment.config:
+        if args.text or args.image:
+            raise ValueError("--text/--image: an RL run plots rollouts of its evaluation instances")
+        return experiment.plot(args.split, tag="_cli", count=args.examples)
     image_task = experiment.task.image_shape is not None
     if args.text and image_task:
         raise ValueError("this task's inputs are images: pass --image FILE, not --text")

@@ -97,8 +97,10 @@ def cosine(q: jax.Array, k: jax.Array, *, temperature: float = 0.1) -> jax.Array
 
     def unit(x: jax.Array) -> jax.Array:
         x = x.astype(dtype)
-        norm = jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True))
-        return x / jnp.maximum(norm, jnp.finfo(dtype).tiny ** 0.5)
+        squared = jnp.sum(x * x, axis=-1, keepdims=True)
+        # Both wheres: a floor on the norm alone gives a zero vector the gradient 0 * inf = NaN.
+        nonzero = squared > 0
+        return x * jnp.where(nonzero, jax.lax.rsqrt(jnp.where(nonzero, squared, 1.0)), 0.0)
 
     return dot(unit(q), unit(k)) / temperature
 

@@ -54,6 +54,10 @@ def test_cosine_matches_numpy_and_is_bounded():
     assert np.abs(np.asarray(got)).max() <= 2.0 + 1e-5
     zero = scores.cosine(np.zeros_like(q), k)
     assert np.isfinite(zero).all() and not np.asarray(zero).any()
+    # ... and so is its gradient (an attention output of 0 used as a query, e.g. a glimpse of
+    # a fully masked row, must not make the parameters NaN).
+    grad = jax.grad(lambda q: scores.cosine(q, k).sum())(jnp.zeros_like(q))
+    assert np.isfinite(grad).all()
 
 
 def additive_params(hq=H, hk=H, d=6, rng=2):

@@ -421,7 +421,22 @@ def evaluate_and_log(experiment: Experiment, step: int, writer: MetricWriter) ->
     return evaluation
 
 
-def _save_and_stop(experiment: Experiment, step: int) -> NoReturn:
+def stop_if_asked(
+    experiment: Any,
+    step: int,
+    evaluation: dict[str, Any],
+    on_eval: EvalCallback | None,
+    save_due: bool,
+) -> None:
+    """After an evaluation: if ``on_eval`` asks to stop (a sweep's pruner), save the state
+    when a checkpoint is due and raise :class:`StoppedByCallback`."""
+    if on_eval is not None and on_eval(step, evaluation):
+        if save_due:
+            experiment.checkpoints.save(step, experiment.state)
+        raise StoppedByCallback(f"stopped after the evaluation of step {step}")
+
+
+def save_and_stop(experiment: Any, step: int) -> NoReturn:
     """After Ctrl-C: save the state of ``step`` (the last one finished) and stop."""
     tqdm.write(
         f"Ctrl-C: saving a checkpoint of step {step} (Ctrl-C again quits without it)",
@@ -469,15 +484,12 @@ def _train(
                     final["train"] = log.write(step)
                 if eval_due:
                     final["eval"] = evaluate_and_log(experiment, step, writer)
-                    if on_eval is not None and on_eval(step, final["eval"]):
-                        if save_due:
-                            experiment.checkpoints.save(step, experiment.state)
-                        raise StoppedByCallback(f"stopped after the evaluation of step {step}")
+                    stop_if_asked(experiment, step, final["eval"], on_eval, save_due)
                 if save_due:
                     experiment.checkpoints.save(step, experiment.state)
             if step < last:  # stopped by Ctrl-C
                 log.flush()
-                _save_and_stop(experiment, step)
+                save_and_stop(experiment, step)
     finally:
         bar.close()
         writer.close()
@@ -500,16 +512,34 @@ def train_and_evaluate(
     :class:`StoppedByCallback` when ``on_eval(step, eval_record)`` returns True.
     """
     checked = config_lib.validate(config)  # before the workdir is touched
+    return run_in_workdir(
+        config,
+        workdir,
+        lambda path: Experiment(config, path, checked=checked),
+        lambda experiment, start: _train(experiment, start, on_eval),
+    )
+
+
+def run_in_workdir(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    build: Callable[[Path], Any],
+    train: Callable[[Any, int], dict[str, Any]],
+) -> dict[str, Any]:
+    """A run's workdir protocol around ``train(experiment, start_step)`` (a training loop):
+    the lock, the resume check, ``config.json``, the experiment ``build(workdir)`` with its
+    latest checkpoint restored, then the report of :func:`report_run`. Shared by the
+    supervised and the RL loop."""
     workdir = Path(workdir)
     workdir_lib.require_directory(workdir, create=True)
     config_path = workdir / workdir_lib.CONFIG_FILE
     with workdir_lib.WorkdirLock(workdir):
         workdir_lib.check_resumable(config, config_path)
-        experiment = Experiment(config, workdir, checked=checked)
+        experiment = build(workdir)
         try:
             config_lib.save_json(config, config_path)
             start = experiment.restore(missing_ok=True)
-            final = _train(experiment, start, on_eval)
+            final = train(experiment, start)
         finally:
             experiment.close()
     return report_run(config, workdir, final, start)

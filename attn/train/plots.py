@@ -57,13 +57,13 @@ def save_figure(figure: Any, path: Path, *, title: str = "", dpi: int = 90) -> P
     return path
 
 
-def plot_curves(records: list[dict[str, Any]], path: Path) -> Path | None:
-    """Loss and accuracy against step for every split in ``metrics.jsonl`` records."""
-    names = [
-        name
-        for name in ("loss", "accuracy", "sequence_accuracy")
-        if any(name in r for r in records)
-    ]
+def plot_curves(
+    records: list[dict[str, Any]],
+    path: Path,
+    metrics: Sequence[str] = ("loss", "accuracy", "sequence_accuracy"),
+) -> Path | None:
+    """``metrics`` (those present) against step for every split in ``metrics.jsonl`` records."""
+    names = [name for name in metrics if any(name in r for r in records)]
     if not names:
         return None
     figure, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)

@@ -1,8 +1,10 @@
 """Shared by the training tests: smoke configs, `attn run` commands, reading checkpoints."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -14,6 +16,11 @@ from attn.train.config import apply_override
 
 ROOT = Path(__file__).resolve().parents[2]
 REVERSE = str(ROOT / "experiments" / "reverse.py")
+# The supervised experiments; the RL ones (rl_*.py: an `env` section, trained by attn.rl) are
+# tested in tests/rl.
+SUPERVISED_EXPERIMENTS = sorted(
+    path for path in (ROOT / "experiments").glob("*.py") if not path.stem.startswith("rl_")
+)
 ENVIRONMENT = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 
@@ -59,17 +66,36 @@ def checkpoint_steps(directory: Path) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
-def run_command(workdir: Path, *overrides: str) -> list[str]:
+def run_command(workdir: Path, *overrides: str, experiment: str = f"{REVERSE}:smoke") -> list[str]:
     return [
         sys.executable,
         "-m",
         "attn",
         "run",
-        f"{REVERSE}:smoke",
+        experiment,
         "--workdir",
         str(workdir),
         *overrides,
     ]
+
+
+def kill_mid_run(command: list[str], workdir: Path, after_step: int) -> list[int]:
+    """Start ``command`` (an ``attn run``), SIGKILL it once ``workdir`` holds a checkpoint of
+    ``after_step`` or later; the checkpoint steps it left."""
+    process = subprocess.Popen(
+        command, env=ENVIRONMENT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 240
+    latest = workdir / "checkpoints" / "latest"
+    while time.monotonic() < deadline and process.poll() is None:
+        steps = checkpoint_steps(latest)
+        if steps and max(steps) >= after_step:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "training ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return checkpoint_steps(latest)
 
 
 def sweep_experiment(directory: Path, axes: dict | str) -> Path:

@@ -17,6 +17,8 @@ from flax import nnx
 from attn import cli, models
 from attn.train.config import apply_override, base_config, load_config, validate
 
+from .helpers import SUPERVISED_EXPERIMENTS
+
 ROOT = Path(__file__).resolve().parents[2]
 REVERSE = str(ROOT / "experiments" / "reverse.py")
 MQAR = str(ROOT / "experiments" / "mqar.py")
@@ -261,7 +263,7 @@ def test_model_options_are_overridable_in_every_transformer_experiment(key, valu
 def test_model_section_is_the_models_options_dataclass():
     """Every experiment's model section holds exactly its model's fields, defaults included:
     the same definition fills the config, checks it and reaches the module."""
-    for path in sorted((ROOT / "experiments").glob("*.py")):
+    for path in SUPERVISED_EXPERIMENTS:
         config = load_config(f"{path}:smoke")
         validate(config)
         section = config.model.to_dict()

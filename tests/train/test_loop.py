@@ -4,10 +4,8 @@ accumulation, the NaN guard, config errors and the CLI."""
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,8 @@ from attn.train import NonFiniteLossError, load_config, train_and_evaluate
 from .helpers import (
     REVERSE,
     ROOT,
-    checkpoint_steps,
+    SUPERVISED_EXPERIMENTS,
+    kill_mid_run,
     params_of,
     restore_latest,
     run_command,
@@ -31,7 +30,6 @@ from .helpers import (
 # Every test here trains (in process or in `attn run` subprocesses).
 pytestmark = pytest.mark.slow
 
-EXPERIMENTS = sorted((ROOT / "experiments").glob("*.py"))
 CATALOG_DATASETS = {"tiny_shakespeare", "imdb_reviews"}
 CATALOG_IMAGES = {"mnist", "cifar10", "coco_captions"}
 
@@ -45,7 +43,7 @@ def _mock_catalog(name: str):
     return contextlib.nullcontext()
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", SUPERVISED_EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_experiment_smoke_variant_trains_and_evaluates(path, tmp_path):
     config = load_config(f"{path}:smoke")
     with _mock_catalog(config.data.name):
@@ -90,24 +88,8 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path):
     )
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        run_command(killed, *overrides),
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 240
-    latest = killed / "checkpoints" / "latest"
-    # Kill once a few checkpoints exist, i.e. in the middle of training.
-    while time.monotonic() < deadline and process.poll() is None:
-        steps = checkpoint_steps(latest)
-        if steps and max(steps) >= 9:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "training ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    steps_at_kill = checkpoint_steps(latest)
+    # Killed once a few checkpoints exist, i.e. in the middle of training.
+    steps_at_kill = kill_mid_run(run_command(killed, *overrides), killed, after_step=9)
     assert steps_at_kill and max(steps_at_kill) < 60
 
     subprocess.run(

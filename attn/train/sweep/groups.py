@@ -45,8 +45,10 @@ def _blanked(trial: Trial) -> dict[str, Any]:
 
 
 def program_key(trial: Trial) -> str:
-    """A short hash equal for trials that can share one vmapped program."""
-    text = json.dumps(_blanked(trial), sort_keys=True, default=repr)
+    """A short hash equal for trials that can share one vmapped program (an RL trial runs in
+    a program of its own: the RL loop is not vmapped over trials)."""
+    blanked = {"rl_trial": trial.id} if "env" in trial.config else _blanked(trial)
+    text = json.dumps(blanked, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

@@ -96,8 +96,11 @@ def _run_program(
         if len(program) == 1:
             trial = program[0]
             try:
+                train = train_and_evaluate
+                if "env" in trial.config:
+                    from attn.rl import train_and_evaluate as train  # only RL sweeps import it
                 outcomes = {
-                    trial.id: train_and_evaluate(
+                    trial.id: train(
                         trial.config,
                         workdir / "trials" / trial.id,
                         on_eval=callbacks.get(trial.id),

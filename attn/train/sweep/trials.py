@@ -30,7 +30,7 @@ class Trial:
     name: str
     overrides: dict[str, Any]
     config: ml_collections.ConfigDict = dataclasses.field(repr=False, compare=False)
-    checked: config_lib.Checked = dataclasses.field(repr=False, compare=False)
+    checked: Any = dataclasses.field(repr=False, compare=False)  # the validator's result
 
 
 def _sweep_function(path: str) -> Any:
@@ -56,13 +56,22 @@ def trial_config(
     return config
 
 
+def _validator(config: ml_collections.ConfigDict) -> Any:
+    """The validation of ``config``'s loop: :func:`attn.rl.validate` for an RL config."""
+    if "env" in config:
+        from attn import rl  # only RL sweeps import the RL loop
+
+        return rl.validate
+    return config_lib.validate
+
+
 def make_trial(base: ml_collections.ConfigDict, overrides: dict[str, Any]) -> Trial:
     """The trial of ``overrides`` on ``base``, its config validated (``ValueError`` naming the
     trial otherwise)."""
     name = display_name(overrides)
     try:
         config = trial_config(base, overrides)
-        checked = config_lib.validate(config)
+        checked = _validator(config)(config)
     except ValueError as error:
         raise ValueError(f"sweep trial {name}: {error}") from None
     return Trial(trial_id(overrides), name, dict(overrides), config, checked)
