@@ -105,7 +105,13 @@ def test_datasets_and_models_load_lazily():
         "encoder_classifier",
         "encoder_decoder",
         "rnn_seq2seq",
+        "show_attend_tell",
+        "transformer_captioner",
+        "vit",
     ]
+    assert {"digits", "shapes_captions", "cifar10", "coco_captions"} <= set(
+        catalog.names("dataset")
+    )
 
 
 def test_names_lists_every_entry():
