@@ -34,20 +34,18 @@ services:
 demo: $(STAMP)
 	JAX_PLATFORMS=cpu $(VENV)/bin/attn run experiments/dates.py --workdir workdirs/dates
 
-# The test command (README, .ci/run): lint, then the whole suite on CPU. worksteal: a worker
-# that runs out takes tests from the other's queue, so the long tests at the end of a module
-# do not leave one core idle.
+# The test command (README, .ci/run): lint, then the whole suite on CPU.
 test: $(STAMP) services
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	JAX_PLATFORMS=cpu $(VENV)/bin/pytest -n 2 --dist worksteal tests
+	JAX_PLATFORMS=cpu $(VENV)/bin/pytest -n 2 tests
 
 # The edit loop: lint and every test not marked slow (training runs, subprocesses, Pallas'
 # interpreter, property searches): 5.7 min on 2 cores (the goal was 3). `make test` is everything.
 test-fast: $(STAMP) services
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	JAX_PLATFORMS=cpu $(VENV)/bin/pytest -n 2 --dist worksteal -m "not slow" tests
+	JAX_PLATFORMS=cpu $(VENV)/bin/pytest -n 2 -m "not slow" tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
