@@ -3,7 +3,8 @@
 Run by ``tests/kernels/test_ring.py`` as ``python ring_parity.py GROUP`` (a key of
 :data:`GROUPS`) in a process of its own, started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the device count is fixed when JAX
-starts). Prints one line ``RESULT {"case": ..., "worst": ..., ...}`` per case, where
+starts) and XLA's backend optimisation off (compiling, not running, takes these tiny programs'
+time). Prints one line ``RESULT {"case": ..., "worst": ..., ...}`` per case, where
 ``worst`` is the largest ``|ring - dense| / (ATOL + RTOL * |dense|)`` over the output and every
 gradient: the case passes when it is at most 1.
 """
@@ -46,16 +47,6 @@ GROUPS = {
 }
 
 
-def _quick_jit(fn: object) -> object:
-    """``jax.jit`` with XLA's backend optimisation off: compiling, not running, takes the time
-    of these tiny programs (as conftest's ``quick_jit``)."""
-
-    def call(*args: object) -> object:
-        return jax.jit(fn).lower(*args).compile({"xla_backend_optimization_level": 0})(*args)
-
-    return call
-
-
 def _worst(ring: object, dense: object) -> float:
     ratios = [
         float(np.max(np.abs(a - b) / (ATOL + RTOL * np.abs(b))))
@@ -81,7 +72,7 @@ def _attention_case(mask_name: str, mesh_shape: tuple[int, int]) -> dict[str, ob
             out, pullback = jax.vjp(attend, q, k, v, slopes)
             return out, pullback(cotangent)
 
-        return _quick_jit(run)(q, k, v, slopes, cotangent, mask_arrays)
+        return jax.jit(run)(q, k, v, slopes, cotangent, mask_arrays)
 
     mesh = jax.make_mesh(mesh_shape, ("data", "context"))
     with jax.set_mesh(mesh):
