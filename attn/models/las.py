@@ -183,17 +183,27 @@ class LAS(RNNSeq2Seq):
             return self.greedy_decode(batch)[0]
         return self.beam_decode(batch)[0]
 
-    def beam_decode(self, batch: Batch) -> tuple[Array, Array]:
-        """Beam search (``beam_size``): tokens int32 ``[B, U]`` and their log-probability
-        ``[B]``."""
-        return _jit_beam(self, self._inputs(batch), self.beam_size)
+    def beam_decode(
+        self,
+        batch: Batch,
+        beam_size: int | None = None,
+        length_penalty: float | Array | None = None,
+    ) -> tuple[Array, Array]:
+        """Beam search (default: the model's ``beam_size`` and ``length_penalty``): tokens
+        int32 ``[B, U]`` and their log-probability ``[B]``."""
+        beam_size = beam_size or self.beam_size
+        if length_penalty is None:
+            length_penalty = self.length_penalty
+        return _jit_beam(self, self._inputs(batch), beam_size, jnp.asarray(length_penalty))
 
     def attention_maps(self, batch: Batch) -> dict[str, Array]:
         return {"speller/alignment": super().attention_maps(batch)["rnn/alignment"]}
 
 
 @functools.partial(nnx.jit, static_argnames="beam_size")
-def _jit_beam(model: LAS, audio: tuple[Array, Array], beam_size: int) -> tuple[Array, Array]:
+def _jit_beam(
+    model: LAS, audio: tuple[Array, Array], beam_size: int, length_penalty: Array
+) -> tuple[Array, Array]:
     memory_bsh, valid_bs, carry = tile_beams(model._encode(audio, True), beam_size)
     bos = jnp.full((memory_bsh.shape[0],), model.bos_id, jnp.int32)
     return beam_search(
@@ -203,5 +213,5 @@ def _jit_beam(model: LAS, audio: tuple[Array, Array], beam_size: int) -> tuple[A
         bos,
         jnp.arange(model.target_length),
         beam_size=beam_size,
-        length_penalty=model.length_penalty,
+        length_penalty=length_penalty,
     )

@@ -86,15 +86,23 @@ class SpeechTransformer(EncoderDecoder):
             return self.greedy_decode(batch)[0]
         return self.beam_decode(batch)[0]
 
-    def beam_decode(self, batch: Batch) -> tuple[Array, Array]:
-        """Beam search (``beam_size``): tokens int32 ``[B, U]`` and their log-probability
-        ``[B]``."""
-        return _jit_beam(self, self._inputs(batch), self.beam_size)
+    def beam_decode(
+        self,
+        batch: Batch,
+        beam_size: int | None = None,
+        length_penalty: float | Array | None = None,
+    ) -> tuple[Array, Array]:
+        """Beam search (default: the model's ``beam_size`` and ``length_penalty``): tokens
+        int32 ``[B, U]`` and their log-probability ``[B]``."""
+        beam_size = beam_size or self.beam_size
+        if length_penalty is None:
+            length_penalty = self.length_penalty
+        return _jit_beam(self, self._inputs(batch), beam_size, jnp.asarray(length_penalty))
 
 
 @functools.partial(nnx.jit, static_argnames="beam_size")
 def _jit_beam(
-    model: SpeechTransformer, audio: tuple[Array, Array], beam_size: int
+    model: SpeechTransformer, audio: tuple[Array, Array], beam_size: int, length_penalty: Array
 ) -> tuple[Array, Array]:
     memory_bsd, memory_mask = tile_beams(model._encode(audio, True), beam_size)
     copy, step, key_valid_bu = decoding_step(model, memory_bsd, memory_mask)
@@ -106,5 +114,5 @@ def _jit_beam(
         bos,
         jnp.arange(model.target_length),
         beam_size=beam_size,
-        length_penalty=model.length_penalty,
+        length_penalty=length_penalty,
     )
