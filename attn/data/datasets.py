@@ -194,6 +194,33 @@ DATASETS: dict[str, DatasetSpec] = {
         audio_shape=_mel_frames,
         extra_defaults=speech.AUGMENT_DEFAULTS,
     ),
+    "spoken_digit": DatasetSpec(
+        "spoken_digit",
+        "classify",
+        "Free Spoken Digit Dataset: the digit said (8 kHz, resampled); recordings 0-4 of each "
+        "speaker and digit are the test split (TFDS catalog)",
+        {"max_frames": 250, **speech.AUGMENT_DEFAULTS, "cache": True},
+        speech.load_spoken_digit,
+        audio_shape=_mel_frames,
+    ),
+    "speech_commands": DatasetSpec(
+        "speech_commands",
+        "classify",
+        "Speech Commands V2 keyword spotting, 12 classes: 10 words, silence, unknown (1 s clips, "
+        "TFDS catalog)",
+        {"max_frames": 100, **speech.AUGMENT_DEFAULTS, "cache": False},
+        speech.load_speech_commands,
+        audio_shape=_mel_frames,
+    ),
+    "librispeech": DatasetSpec(
+        "librispeech",
+        "seq2seq",
+        "LibriSpeech read English, lowercased characters; train-clean-100, dev-clean, test-clean "
+        "and test-other (TFDS catalog)",
+        {"max_frames": 2500, "target_length": 500, **speech.AUGMENT_DEFAULTS, "cache": False},
+        speech.load_librispeech,
+        audio_shape=_mel_frames,
+    ),
     "mnist": DatasetSpec(
         "mnist",
         "classify",

@@ -11,7 +11,7 @@ utterance (see :mod:`attn.data.audio_features`), zeros after each utterance's en
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,11 +25,17 @@ from attn.data.audio_features import (
 )
 from attn.data.loaders import generated_splits, make_config
 from attn.data.task import Task, pad_to
-from attn.data.tfds_text import as_bytes
+from attn.data.tfds_audio import AUDIO_OVERRIDES
+from attn.data.tfds_text import as_bytes, load_catalog_splits
 from attn.data.tokenizers import EOS_ID, ClassLabels, SymbolTokenizer
 
 __all__ = [
     "AUGMENT_DEFAULTS",
+    "SPEECH_COMMANDS_LABELS",
+    "librispeech_tokenizer",
+    "load_librispeech",
+    "load_speech_commands",
+    "load_spoken_digit",
     "load_spoken_strings",
 ]
 
@@ -87,7 +93,13 @@ def _transcribed(
     length: int,
 ) -> dict[str, np.ndarray]:
     inputs, input_lengths = utterance_features(waveform, sample_rate, max_frames)
-    targets = pad_to([*tokenizer.encode(text), EOS_ID], length)
+    ids = tokenizer.encode(text)
+    if len(ids) >= length:
+        raise ValueError(
+            f"a transcript of {len(ids)} characters and EOS does not fit target_length={length}; "
+            f"raise data.target_length"
+        )
+    targets = pad_to([*ids, EOS_ID], length)
     return {
         "inputs": inputs,
         "input_lengths": input_lengths,
@@ -131,6 +143,138 @@ def load_spoken_strings(options: dict, data_dir: str, **task_kwargs: Any) -> Tas
             tokenizer=tokenizer,
             max_frames=config.max_frames,
             length=spoken_strings.TARGET_LENGTH,
+        ),
+        **task_kwargs,
+    )
+
+
+# ----------------------------------------------------------------------------- TFDS catalog
+
+
+class _Subset(Sequence[Any]):
+    """The records of ``source`` at ``indices``, in that order."""
+
+    def __init__(self, source: Sequence[Any], indices: Sequence[int]):
+        self.source, self.indices = source, [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:  # type: ignore[override]
+        return self.source[self.indices[index]]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        chosen = [self.indices[int(i)] for i in indices]
+        if hasattr(self.source, "__getitems__"):
+            return list(self.source.__getitems__(chosen))
+        return [self.source[i] for i in chosen]
+
+
+def _spoken_digit_record(record: Mapping[str, Any], *, max_frames: int) -> dict[str, np.ndarray]:
+    return _labelled(_waveform(record["audio"]), 8_000, int(record["label"]), max_frames=max_frames)
+
+
+def load_spoken_digit(options: dict, data_dir: str, **task_kwargs: Any) -> Task:
+    """Free Spoken Digit Dataset (8 kHz, resampled): the digit said, as a class. tfds has one
+    split; FSDD's own is kept: recordings 0-4 of each speaker and digit are the test split."""
+    overrides = AUDIO_OVERRIDES["spoken_digit"]
+    source = load_catalog_splits("spoken_digit", ("train",), data_dir, overrides)["train"]
+    held_out = [
+        int(as_bytes(source[i]["audio/filename"]).decode().split(".")[0].split("_")[-1]) < 5
+        for i in range(len(source))
+    ]
+    splits = {
+        "train": _Subset(source, [i for i, test in enumerate(held_out) if not test]),
+        "test": _Subset(source, [i for i, test in enumerate(held_out) if test]),
+    }
+    labels = ClassLabels(list(spoken_strings.DIGITS))
+    return _speech_task(
+        "classify",
+        labels,
+        1,
+        options["max_frames"],
+        options,
+        splits=splits,
+        preprocess=functools.partial(_spoken_digit_record, max_frames=options["max_frames"]),
+        **task_kwargs,
+    )
+
+
+# tfds's speech_commands labels (the 12-class V2 keyword-spotting setup), in its order.
+SPEECH_COMMANDS_LABELS = (
+    *("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes"),
+    *("_silence_", "_unknown_"),
+)
+
+
+def _speech_commands_record(record: Mapping[str, Any], *, max_frames: int) -> dict:
+    return _labelled(
+        _waveform(record["audio"]), SAMPLE_RATE, int(record["label"]), max_frames=max_frames
+    )
+
+
+def load_speech_commands(options: dict, data_dir: str, **task_kwargs: Any) -> Task:
+    """Speech Commands V2, 12 classes: 10 keywords, silence and unknown words (1 s clips)."""
+    splits = load_catalog_splits(
+        "speech_commands",
+        ("train", "validation", "test"),
+        data_dir,
+        AUDIO_OVERRIDES["speech_commands"],
+    )
+    return _speech_task(
+        "classify",
+        ClassLabels(list(SPEECH_COMMANDS_LABELS)),
+        1,
+        options["max_frames"],
+        options,
+        splits=splits,
+        preprocess=functools.partial(_speech_commands_record, max_frames=options["max_frames"]),
+        **task_kwargs,
+    )
+
+
+def librispeech_tokenizer() -> SymbolTokenizer:
+    """LibriSpeech's characters: space, apostrophe, lowercase letters (vocab_size 31)."""
+    return SymbolTokenizer([" ", "'", *"abcdefghijklmnopqrstuvwxyz"], separator="")
+
+
+# Our split names -> LibriSpeech's (the 100-hour clean training set).
+_LIBRISPEECH_SPLITS = {
+    "train": "train_clean100",
+    "validation": "dev_clean",
+    "test": "test_clean",
+    "test_other": "test_other",
+}
+
+
+def _librispeech_record(record: Mapping[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
+    text = as_bytes(record["text"]).decode().lower()
+    return _transcribed(_waveform(record["speech"]), SAMPLE_RATE, text, **kwargs)
+
+
+def load_librispeech(options: dict, data_dir: str, **task_kwargs: Any) -> Task:
+    """LibriSpeech (train-clean-100; dev-clean; test-clean and test-other), lowercased
+    character transcripts."""
+    sources = load_catalog_splits(
+        "librispeech",
+        tuple(_LIBRISPEECH_SPLITS.values()),
+        data_dir,
+        AUDIO_OVERRIDES["librispeech"],
+    )
+    tokenizer = librispeech_tokenizer()
+    length = options["target_length"]
+    return _speech_task(
+        "seq2seq",
+        tokenizer,
+        length,
+        options["max_frames"],
+        options,
+        splits={ours: sources[theirs] for ours, theirs in _LIBRISPEECH_SPLITS.items()},
+        preprocess=functools.partial(
+            _librispeech_record,
+            tokenizer=tokenizer,
+            max_frames=options["max_frames"],
+            length=length,
         ),
         **task_kwargs,
     )
