@@ -14,7 +14,7 @@ import scipy.signal
 
 import attn.data
 from attn.data import audio_features, spoken_strings
-from attn.data.speech_synthesis import add_noise
+from attn.data.speech_synthesis import Utterance, add_noise, render_chunks
 
 SIZES = {"num_train": 16, "num_validation": 4, "num_test": 5}
 
@@ -224,3 +224,22 @@ def test_reading_generated_speech_never_imports_espeak(speech_dir):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "(4, 400, 80) []"
+
+
+def test_a_clip_too_long_for_max_frames_is_said_faster_to_fit():
+    slow = Utterance(
+        text=" ".join(["seven"] * 7),
+        voice="en-us+m4",
+        rate=130,
+        pitch=50,
+        pitch_range=50,
+        snr_db=20.0,
+        noise_slope=0.0,
+        gain_db=3.0,
+        shift=0.99,
+        noise_seed=0,
+    )
+    limit = audio_features.max_samples(250)  # 2.5 s: this clip takes about 4 s at 130 wpm
+    [[(audio, rate)]] = list(render_chunks([[slow]], limit, 16_000))
+    assert rate > 130 and audio_features.num_frames(len(audio)) <= 250
+    assert len(audio) > audio_features.max_samples(200)  # not cut: still most of the room
