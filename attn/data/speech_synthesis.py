@@ -203,7 +203,8 @@ def render_chunks(
     every chunk in a fresh interpreter, up to one per CPU at a time."""
     # Plain dicts cross the pipe: the script's Utterance is __main__'s, not this module's.
     jobs = [([dataclasses.asdict(u) for u in chunk], max_samples, sample_rate) for chunk in chunks]
-    workers = max(1, min(len(jobs), len(os.sched_getaffinity(0))))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    workers = max(1, min(len(jobs), cpus or 1))
     with concurrent.futures.ThreadPoolExecutor(workers) as executor:
         yield from executor.map(_run_chunk, jobs)
 
