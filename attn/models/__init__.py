@@ -25,6 +25,7 @@ from attn.models.captioners import ShowAttendTell, TransformerCaptioner
 from attn.models.decoder_lm import DecoderLM
 from attn.models.encoder_classifier import EncoderClassifier
 from attn.models.encoder_decoder import EncoderDecoder
+from attn.models.keyword_transformer import KeywordTransformer
 from attn.models.las import LAS
 from attn.models.rnn_seq2seq import RNNSeq2Seq
 from attn.models.speech_transformer import SpeechTransformer
@@ -41,6 +42,7 @@ __all__ = [
     "DecoderLM",
     "EncoderClassifier",
     "EncoderDecoder",
+    "KeywordTransformer",
     "RNNSeq2Seq",
     "ShowAttendTell",
     "SpeechTransformer",
@@ -65,6 +67,7 @@ MODELS: dict[str, type[TaskModel]] = {
     "show_attend_tell": ShowAttendTell,
     "las": LAS,
     "speech_transformer": SpeechTransformer,
+    "keyword_transformer": KeywordTransformer,
 }
 
 

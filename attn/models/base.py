@@ -15,6 +15,7 @@ __all__ = [
     "attention_maps_from",
     "audio_array",
     "batch_array",
+    "cross_attention_heads",
     "image_array",
     "jit_forward",
     "padding_mask",
@@ -81,6 +82,12 @@ def padding_mask(valid_bs: Array) -> Array:
     mask (``model.attention.mask``) is applied by the attention modules themselves.
     """
     return valid_bs[:, None, None, :]
+
+
+def cross_attention_heads(maps: Mapping[str, Array]) -> Array:
+    """The decoder's cross-attention maps (``"decoder/layer{i}/cross"`` ``[B, N, U, S]``) of
+    an :func:`attention_maps_from` dict, layer-major along one head axis: ``[B, L * N, U, S]``."""
+    return jnp.concatenate([maps[name] for name in sorted(maps) if name.endswith("/cross")], 1)
 
 
 def attention_maps_from(captured: nnx.State) -> dict[str, Array]:

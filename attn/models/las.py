@@ -199,6 +199,10 @@ class LAS(RNNSeq2Seq):
     def attention_maps(self, batch: Batch) -> dict[str, Array]:
         return {"speller/alignment": super().attention_maps(batch)["rnn/alignment"]}
 
+    def frame_alignment(self, batch: Batch) -> Array:
+        """Each greedy character's attention over the listener's steps ``[B, 1, U, S]``."""
+        return self.attention_maps(batch)["speller/alignment"]
+
 
 @functools.partial(nnx.jit, static_argnames="beam_size")
 def _jit_beam(

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from attn.models.audio_encoders import ConvSubsampler
-from attn.models.base import Batch, audio_array, padding_mask
+from attn.models.base import Batch, audio_array, cross_attention_heads, padding_mask
 from attn.models.decoding import beam_search, tile_beams
 from attn.models.encoder_decoder import EncoderDecoder, decoding_step
 from attn.models.options import option
@@ -85,6 +85,11 @@ class SpeechTransformer(EncoderDecoder):
         if self.beam_size == 1:
             return self.greedy_decode(batch)[0]
         return self.beam_decode(batch)[0]
+
+    def frame_alignment(self, batch: Batch) -> Array:
+        """Each greedy character's attention over the encoder steps, per cross-attention head
+        ``[B, L * N, U, S]`` (layer-major; each row sums to 1)."""
+        return cross_attention_heads(self.attention_maps(batch))
 
     def beam_decode(
         self,

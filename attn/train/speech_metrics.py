@@ -62,6 +62,10 @@ class TranscriptScores:
             self.references.append(self.tokenizer.decode(target))
         if hasattr(self.model, "frame_alignment"):
             alignment_bus = np.asarray(self.model.frame_alignment(batch)).mean(axis=1)
+            # The alignment is greedy decoding's: with a beam search predicting, its prefix is
+            # counted on greedy's own characters.
+            if getattr(self.model, "beam_size", 1) > 1:
+                predictions_bu = np.asarray(self.model.greedy_decode(batch)[0])
             # Only the steps greedy decoding took with every earlier character right: their
             # attention is the decoding step's, and a wrong turn's attention is not the model's
             # reading of the audio.

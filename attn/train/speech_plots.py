@@ -14,8 +14,7 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 import numpy as np
 
-from attn.data.tokenizers import EOS_ID
-from attn.train.plots import save_figure
+from attn.train.plots import save_figure, tokens_through_eos
 
 __all__ = ["frames_alignment", "plot_alignment", "speech_attention_plots"]
 
@@ -72,28 +71,51 @@ def plot_alignment(
 
 def speech_attention_plots(experiment: Any, batch: dict[str, np.ndarray], tag: str) -> list[Path]:
     """Draw every example of ``batch`` (audio inputs) into ``workdir/plots`` as
-    ``alignment_example{i}{tag}.png``; returns the paths."""
+    ``alignment_example{i}{tag}.png``: for a recogniser each decoded character's attention
+    over time, for a keyword classifier each last-layer head's attention received by each
+    time step (averaged over the real steps that attend); returns the paths."""
     task = experiment.task
     model = experiment.model(experiment.state["params"])
     arrays = {name: jnp.asarray(value) for name, value in batch.items()}
-    predictions_bu = np.asarray(model.predict(arrays))
-    alignment_bus = np.asarray(model.frame_alignment(arrays)).mean(axis=1)  # over heads
+    if task.kind == "seq2seq":
+        # Greedy decoding's characters, whose attention frame_alignment gives (predict may
+        # be a beam search).
+        predictions_bu = np.asarray(model.greedy_decode(arrays)[0])
+        rows_bks = np.asarray(model.frame_alignment(arrays)).mean(axis=1)  # over heads
+        counts = [tokens_through_eos(prediction) for prediction in predictions_bu]
+        labels = [
+            task.target_tokenizer.token_strings(p[:n])
+            for p, n in zip(predictions_bu, counts, strict=True)
+        ]
+    else:
+        predictions_bu = np.asarray(model.predict(arrays))
+        maps = model.attention_maps(arrays)
+        last = np.asarray(maps[max(maps, key=lambda name: int(name.split("/")[1][5:]))])
+        rows_bks = _received(last, np.asarray(batch["input_lengths"]), model.frame_stride)
+        labels = [[f"head {n}" for n in range(last.shape[1])]] * len(predictions_bu)
     paths = []
-    for index, prediction in enumerate(predictions_bu):
+    for index, rows_ks in enumerate(rows_bks):
         frames = int(batch["input_lengths"][index])
-        eos = np.flatnonzero(prediction == EOS_ID)
-        count = int(eos[0]) + 1 if len(eos) else len(prediction)
-        truth = task.target_tokenizer.decode(batch["targets"][index])
-        heard = task.target_tokenizer.decode(prediction)
+        said = task.target_tokenizer.decode(np.ravel(batch["targets"][index]))
+        heard = task.target_tokenizer.decode(np.ravel(predictions_bu[index]))
         paths.append(
             plot_alignment(
                 np.asarray(batch["inputs"][index][:frames]),
-                alignment_bus[index, :count],
-                task.target_tokenizer.token_strings(prediction[:count]),
+                rows_ks[: len(labels[index])],
+                labels[index],
                 model.frame_stride,
                 experiment.workdir / "plots" / f"alignment_example{index}{tag}.png",
                 title=f"{task.name} example {index}: heard {heard!r}"
-                + (f", said {truth!r}" if truth else ""),
+                + (f", said {said!r}" if said else ""),
             )
         )
     return paths
+
+
+def _received(weights_bnss: np.ndarray, lengths_b: np.ndarray, frame_stride: int) -> np.ndarray:
+    """``[B, N, S]``: per head, the attention each step receives, averaged over the real
+    query steps (``ceil(length / frame_stride)`` of them)."""
+    steps_b = -(-lengths_b // frame_stride)
+    real_bs = np.arange(weights_bnss.shape[-1]) < steps_b[:, None]
+    summed_bns = (weights_bnss * real_bs[:, None, :, None]).sum(axis=2)
+    return summed_bns / np.maximum(steps_b, 1)[:, None, None]
