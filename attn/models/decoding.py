@@ -14,7 +14,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["EOS_ID", "beam_search", "choose_tokens", "decode_loop", "shift_right", "tile_beams"]
+__all__ = [
+    "EOS_ID",
+    "BeamPredictions",
+    "beam_search",
+    "choose_tokens",
+    "decode_loop",
+    "shift_right",
+    "tile_beams",
+]
 
 Array = jax.Array
 
@@ -159,3 +167,33 @@ def beam_search(
     best_b = jnp.argmax(normalized_bk, axis=1)
     tokens_bu = jnp.take_along_axis(history_bku, best_b[:, None, None], axis=1)[:, 0]
     return tokens_bu, jnp.take_along_axis(scores_bk, best_b[:, None], axis=1)[:, 0]
+
+
+class BeamPredictions:
+    """``predict`` and ``beam_decode`` of a seq2seq model with a ``beam_size`` and a
+    ``length_penalty`` option: it supplies ``greedy_decode(batch)``, ``_inputs(batch)`` and
+    ``_beam(inputs, beam_size, length_penalty) -> (tokens [B, U], log_prob [B])``."""
+
+    beam_size: int
+    length_penalty: float
+
+    def predict(self, batch: Any) -> Array:
+        """Tokens ``[B, U]`` by beam search (``beam_size``; greedy at 1); after EOS the beam
+        pads with 0, greedy goes on choosing."""
+        if self.beam_size == 1:
+            return self.greedy_decode(batch)[0]  # type: ignore[attr-defined]
+        return self.beam_decode(batch)[0]
+
+    def beam_decode(
+        self,
+        batch: Any,
+        beam_size: int | None = None,
+        length_penalty: float | Array | None = None,
+    ) -> tuple[Array, Array]:
+        """Beam search (default: the model's ``beam_size`` and ``length_penalty``): tokens
+        int32 ``[B, U]`` and their log-probability ``[B]``."""
+        beam_size = beam_size or self.beam_size
+        if length_penalty is None:
+            length_penalty = self.length_penalty
+        inputs = self._inputs(batch)  # type: ignore[attr-defined]
+        return self._beam(inputs, beam_size, jnp.asarray(length_penalty))  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ from flax import nnx
 
 from attn.models.audio_encoders import PyramidalListener
 from attn.models.base import Batch, audio_array
-from attn.models.decoding import beam_search, tile_beams
+from attn.models.decoding import BeamPredictions, beam_search, tile_beams
 from attn.models.options import option
 from attn.models.recurrent import CELLS, AttentionStep, Carry, hidden_of, zero_carry
 from attn.models.rnn_seq2seq import RNNSeq2Seq, RNNSeq2SeqOptions, decoding_step
@@ -118,7 +118,7 @@ class SpellerStep(AttentionStep):
         return cell_carry, context_bh, uniform_bs
 
 
-class LAS(RNNSeq2Seq):
+class LAS(BeamPredictions, RNNSeq2Seq):
     """``audio [B, frames, bins]`` with ``input_lengths [B]`` and character ``targets [B, U]``
     -> logits ``[B, U, V]`` (teacher-forced), with :class:`RNNSeq2Seq`'s target embedding,
     BOS (id ``target_vocab_size``), readout and head.
@@ -176,25 +176,8 @@ class LAS(RNNSeq2Seq):
         memory_bsh, valid_bs = self.encoder(*audio)
         return memory_bsh, valid_bs, self.step.first_carry(memory_bsh, valid_bs)
 
-    def predict(self, batch: Batch) -> Array:
-        """Characters ``[B, U]`` by beam search (``beam_size``; greedy at 1); after EOS the
-        beam pads with 0, greedy goes on choosing."""
-        if self.beam_size == 1:
-            return self.greedy_decode(batch)[0]
-        return self.beam_decode(batch)[0]
-
-    def beam_decode(
-        self,
-        batch: Batch,
-        beam_size: int | None = None,
-        length_penalty: float | Array | None = None,
-    ) -> tuple[Array, Array]:
-        """Beam search (default: the model's ``beam_size`` and ``length_penalty``): tokens
-        int32 ``[B, U]`` and their log-probability ``[B]``."""
-        beam_size = beam_size or self.beam_size
-        if length_penalty is None:
-            length_penalty = self.length_penalty
-        return _jit_beam(self, self._inputs(batch), beam_size, jnp.asarray(length_penalty))
+    def _beam(self, inputs: Any, beam_size: int, length_penalty: Array) -> tuple[Array, Array]:
+        return _jit_beam(self, inputs, beam_size, length_penalty)
 
     def attention_maps(self, batch: Batch) -> dict[str, Array]:
         return {"speller/alignment": super().attention_maps(batch)["rnn/alignment"]}

@@ -13,7 +13,7 @@ from flax import nnx
 
 from attn.models.audio_encoders import ConvSubsampler
 from attn.models.base import Batch, audio_array, cross_attention_heads, padding_mask
-from attn.models.decoding import beam_search, tile_beams
+from attn.models.decoding import BeamPredictions, beam_search, tile_beams
 from attn.models.encoder_decoder import EncoderDecoder, decoding_step
 from attn.models.options import option
 from attn.models.stacks import TransformerOptions
@@ -36,7 +36,7 @@ class SpeechTransformerOptions(TransformerOptions):
     length_penalty: float = option(1.0, minimum=0.0)
 
 
-class SpeechTransformer(EncoderDecoder):
+class SpeechTransformer(BeamPredictions, EncoderDecoder):
     """``audio [B, frames, bins]`` with ``input_lengths [B]`` and character ``targets [B, U]``
     -> logits ``[B, U, V]`` (teacher-forced).
 
@@ -79,30 +79,13 @@ class SpeechTransformer(EncoderDecoder):
         memory_mask = padding_mask(valid_bs)
         return self.encoder(x_bsd, mask=memory_mask, deterministic=deterministic), memory_mask
 
-    def predict(self, batch: Batch) -> Array:
-        """Characters ``[B, U]`` by beam search (``beam_size``; greedy at 1); after EOS the
-        beam pads with 0, greedy goes on choosing."""
-        if self.beam_size == 1:
-            return self.greedy_decode(batch)[0]
-        return self.beam_decode(batch)[0]
-
     def frame_alignment(self, batch: Batch) -> Array:
         """Each greedy character's attention over the encoder steps, per cross-attention head
         ``[B, L * N, U, S]`` (layer-major; each row sums to 1)."""
         return cross_attention_heads(self.attention_maps(batch))
 
-    def beam_decode(
-        self,
-        batch: Batch,
-        beam_size: int | None = None,
-        length_penalty: float | Array | None = None,
-    ) -> tuple[Array, Array]:
-        """Beam search (default: the model's ``beam_size`` and ``length_penalty``): tokens
-        int32 ``[B, U]`` and their log-probability ``[B]``."""
-        beam_size = beam_size or self.beam_size
-        if length_penalty is None:
-            length_penalty = self.length_penalty
-        return _jit_beam(self, self._inputs(batch), beam_size, jnp.asarray(length_penalty))
+    def _beam(self, inputs: Any, beam_size: int, length_penalty: Array) -> tuple[Array, Array]:
+        return _jit_beam(self, inputs, beam_size, length_penalty)
 
 
 @functools.partial(nnx.jit, static_argnames="beam_size")
