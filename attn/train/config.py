@@ -314,7 +314,7 @@ def validate(config: ml_collections.ConfigDict) -> Checked:
             f"train.sample_tokens={train.sample_tokens}: model {model.name!r} does not sample "
             "text (language models do); set it to 0"
         )
-    batch_size, devices = config.data.batch_size, jax.local_device_count()
+    batch_size, devices = config.data.batch_size, jax.device_count()
     if batch_size % train.accumulation_steps:
         raise ValueError(
             f"data.batch_size={batch_size} must be a multiple of "
@@ -322,7 +322,8 @@ def validate(config: ml_collections.ConfigDict) -> Checked:
         )
     if batch_size % devices:
         raise ValueError(
-            f"data.batch_size={batch_size} must be a multiple of the {devices} local devices"
+            f"data.batch_size={batch_size} must be a multiple of the {devices} devices (of all "
+            "processes)"
         )
     _trace_model(model, dataset.kind, image_shape)
     return Checked(dataset, model, optim, train, optimizer, learning_rate)
