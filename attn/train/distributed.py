@@ -111,6 +111,10 @@ def initialize(cluster: Cluster) -> None:
         # JAX's word for "no cluster environment detected and no address given": one process.
         if "coordinator_address" not in str(error):
             raise
+    except RuntimeError as error:
+        # JAX started before (`attn.cli.main` called from Python): it stays as it was set up.
+        if "must be called before" not in str(error):
+            raise
 
 
 def is_primary() -> bool:
