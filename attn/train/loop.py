@@ -40,6 +40,7 @@ from attn.models.options import with_values
 from attn.train import config as config_lib
 from attn.train import distributed
 from attn.train import metrics as metrics_lib
+from attn.train import sharding as sharding_lib
 from attn.train import workdir as workdir_lib
 from attn.train.caption_metrics import CaptionScores
 from attn.train.checkpoints import Checkpoints
@@ -81,28 +82,41 @@ class Experiment:
         self.config = config
         self.workdir = Path(workdir)
         self.task = data.get_task(config.data)
-        # All devices of all processes. Auto axes: the batch is split over "data" and XLA
-        # propagates the rest (parameters replicated), with no per-op sharding annotations
-        # needed in the models.
-        self.mesh = jax.make_mesh(
-            (jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
-        )
-        self.batch_sharding = NamedSharding(self.mesh, P("data"))
+        # All devices of all processes, see attn.train.sharding: batches split over all of
+        # them, parameters and optimizer state whole or split over "fsdp".
+        self.mesh = sharding_lib.make_mesh(checked.train.mesh)
+        self.batch_sharding = NamedSharding(self.mesh, sharding_lib.BATCH)
         seed = config.train.seed
-        model = models.build_model(
-            checked.model, self.task, rngs=nnx.Rngs(params=seed, dropout=seed + 1)
-        )
         self.options = checked.model
-        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         self.tx, self.learning_rate = checked.optimizer, checked.learning_rate
         # What the train step takes as arguments rather than constants, so that a sweep can
         # vmap it over trials (see attn.train.sweep.vmapped): the dropout key's base and the
         # float model options that vary (none in a run of its own).
         self.trial_values: dict[str, Any] = {"rng": jax.random.key(seed + 2), "model": {}}
-        replicated = NamedSharding(self.mesh, P())
-        self.state = jax.device_put(
-            {"params": params, "opt_state": self.tx.init(params), "step": jnp.int32(0)}, replicated
+
+        def build() -> nnx.Module:
+            return models.build_model(
+                checked.model, self.task, rngs=nnx.Rngs(params=seed, dropout=seed + 1)
+            )
+
+        def initial_state() -> tuple[dict[str, Any], Any]:
+            _, params, rest = nnx.split(build(), nnx.Param, ...)
+            return {"params": params, "opt_state": self.tx.init(params), "step": jnp.int32(0)}, rest
+
+        # Shapes first, then every array made where it lives: a model too big for one device
+        # is never whole on one.
+        self.graphdef, abstract_params, _ = nnx.split(nnx.eval_shape(build), nnx.Param, ...)
+        self.state_shardings = sharding_lib.state_shardings(
+            self.tx,
+            abstract_params,
+            sharding_lib.parameter_shardings(abstract_params, self.mesh),
+            self.mesh,
         )
+        whole = NamedSharding(self.mesh, P())
+        self.state, rest = jax.jit(initial_state, out_shardings=(self.state_shardings, whole))()
+        # The other variables (random streams' keys and counts) as this process's own copy:
+        # the steps take them as constants, and host-side calls (plots) compute with them.
+        self.rest = jax.tree.map(lambda x: x.addressable_data(0), rest)
         self._host_params: tuple[int, Any] | None = None  # (step, params), see host_params
         self.checkpoints = Checkpoints(
             self.workdir,
@@ -111,7 +125,13 @@ class Experiment:
             best_mode=config.train.best_mode,
             read_only=read_only,
         )
-        self._train_step = jax.jit(self._train_step_fn, donate_argnums=0)
+        # The state keeps its layout from step to step (XLA would choose one otherwise).
+        whole_outputs = NamedSharding(self.mesh, P())
+        self._train_step = jax.jit(
+            self._train_step_fn,
+            donate_argnums=0,
+            out_shardings=(self.state_shardings, whole_outputs, whole_outputs),
+        )
         self._eval_step = jax.jit(self._eval_step_fn)
         self._params_finite = jax.jit(self._all_finite)
         if config.train.sample_tokens:

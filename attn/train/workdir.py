@@ -50,7 +50,9 @@ LOCK_FILE = ".lock"
 # (deterministic) data is read from or how it is batched for evaluation. None of them changes an
 # array's shape or a training batch; the state after step i still depends only on the
 # checkpoint. accumulation_steps splits the same batch differently (the same mean up to
-# rounding), so a run can move to a machine with less memory. The schedule's length keys
+# rounding), so a run can move to a machine with less memory. The mesh places the same arrays
+# differently (orbax restores a checkpoint onto any layout), so a run can move to other
+# devices. The schedule's length keys
 # (optax's decay_steps / transition_steps) move with train.num_steps when a run is extended.
 RESUMABLE_KEYS = frozenset(
     {
@@ -64,6 +66,8 @@ RESUMABLE_KEYS = frozenset(
         "train.sample_tokens",
         "train.sample_prompt",
         "train.accumulation_steps",
+        "train.mesh.data",
+        "train.mesh.fsdp",
         "optim.schedule_kwargs.decay_steps",
         "optim.schedule_kwargs.transition_steps",
         "data.data_dir",
