@@ -29,24 +29,13 @@ TIMEOUT = 150  # seconds for a whole run of both processes, on a loaded 2-core m
 
 
 @pytest.fixture(scope="module")
-def environment(tmp_path_factory):
-    """The runs' environment: JAX's persistent compilation cache, so that the runs of this
-    module compile each program once (the runs' results do not depend on it)."""
-    return {
-        **ENVIRONMENT,
-        "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("compilation_cache")),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
-
-
-@pytest.fixture(scope="module")
-def one_process(tmp_path_factory, environment):
+def one_process(tmp_path_factory):
     """The reference: one process on two fake CPU devices (a fresh process: the device count
     is fixed when JAX starts)."""
     workdir = tmp_path_factory.mktemp("one_process") / "run"
     result = subprocess.run(
         run_command(workdir, *OVERRIDES),
-        env={**environment, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        env={**ENVIRONMENT, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -63,9 +52,7 @@ def _free_port() -> int:
 
 
 def _start_two(
-    workdir: Path,
-    environment: dict[str, str],
-    extra: tuple[tuple[str, ...], ...] = ((), ()),
+    workdir: Path, extra: tuple[tuple[str, ...], ...] = ((), ())
 ) -> list[subprocess.Popen]:
     """Processes 0 and 1 of one run (``extra[i]``: more arguments of process i), their output
     in ``workdir``-named log files."""
@@ -77,7 +64,7 @@ def _start_two(
         log = workdir.parent / f"{workdir.name}.process{index}.log"
         with log.open("w") as stream:
             process = subprocess.Popen(
-                command, env=environment, stdout=stream, stderr=subprocess.STDOUT
+                command, env=ENVIRONMENT, stdout=stream, stderr=subprocess.STDOUT
             )
         process.log = log
         processes.append(process)
@@ -102,18 +89,16 @@ def _finish(processes, timeout: float = TIMEOUT) -> list[tuple[int, str]]:
     return [(p.returncode, p.log.read_text()) for p in processes]
 
 
-def _run_two(workdir: Path, environment: dict[str, str]) -> None:
-    for status, output in _finish(_start_two(workdir, environment)):
+def _run_two(workdir: Path) -> None:
+    for status, output in _finish(_start_two(workdir)):
         assert status == 0, output[-3000:]
 
 
 @pytest.mark.slow
-def test_two_processes_train_what_one_process_trains_on_two_devices(
-    tmp_path, environment, one_process
-):
+def test_two_processes_train_what_one_process_trains_on_two_devices(tmp_path, one_process):
     """The global batch of step i is the single process's one (process p reads its rows), so
     the parameters agree; process 0 alone writes the logs, plots and TensorBoard files."""
-    _run_two(tmp_path / "two_processes", environment)
+    _run_two(tmp_path / "two_processes")
     want, got = params_of(one_process), params_of(tmp_path / "two_processes")
     assert want.keys() == got.keys()
     for name in want:
@@ -128,13 +113,13 @@ def test_two_processes_train_what_one_process_trains_on_two_devices(
 
 
 @pytest.mark.slow
-def test_a_killed_process_and_a_rerun_of_both_resume_exactly(tmp_path, environment, one_process):
+def test_a_killed_process_and_a_rerun_of_both_resume_exactly(tmp_path, one_process):
     """SIGKILL process 1 mid-run (process 0 then waits in a collective: it is killed too), run
     both again: the parameters are bit for bit those of an uninterrupted run. (The reference is
     one process on two fake devices: the same program, and a sum of two gradients does not
     depend on their order.)"""
     workdir = tmp_path / "killed"
-    processes = _start_two(workdir, environment)
+    processes = _start_two(workdir)
     latest = workdir / "checkpoints" / "latest"
     deadline = time.monotonic() + TIMEOUT
     try:
@@ -147,15 +132,15 @@ def test_a_killed_process_and_a_rerun_of_both_resume_exactly(tmp_path, environme
         _kill(processes)
     assert max(checkpoint_steps(latest)) < NUM_STEPS
 
-    _run_two(workdir, environment)
+    _run_two(workdir)
     assert_same_params(params_of(workdir), params_of(one_process))
 
 
 @pytest.mark.slow
-def test_differing_configs_and_a_held_workdir_stop_every_process(tmp_path, environment):
+def test_differing_configs_and_a_held_workdir_stop_every_process(tmp_path):
     """Both processes exit with status 2 and a clear message, none waits forever."""
     different = ((), ("--config.train.seed=1",))
-    outcomes = _finish(_start_two(tmp_path / "mixed", environment, extra=different))
+    outcomes = _finish(_start_two(tmp_path / "mixed", extra=different))
     for status, output in outcomes:
         assert status == 2 and "the processes run different configs" in output, output[-3000:]
     assert "process(es) [1] differ from process 0" in outcomes[0][1]
@@ -163,7 +148,7 @@ def test_differing_configs_and_a_held_workdir_stop_every_process(tmp_path, envir
     held = tmp_path / "held"
     held.mkdir()
     with WorkdirLock(held):
-        outcomes = _finish(_start_two(held, environment))
+        outcomes = _finish(_start_two(held))
     for status, output in outcomes:
         assert status == 2 and f"workdir {held} is in use" in output, output[-3000:]
 
