@@ -170,6 +170,12 @@ def _load_workdir(workdir: str, checkpoint: str):
 
     workdir_lib.require_directory(Path(workdir), create=False)
     config = workdir_lib.read_config(Path(workdir) / workdir_lib.CONFIG_FILE)
+    if "mesh" in config.train:
+        from attn.models.options import as_config_dict
+        from attn.train.sharding import MeshOptions
+
+        # The run's mesh may not fit this machine; orbax reads a checkpoint onto any layout.
+        config.train.mesh = as_config_dict(MeshOptions())
     experiment = _loop(config).Experiment(config, workdir, read_only=True)
     try:
         step = experiment.restore(checkpoint)

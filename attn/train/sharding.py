@@ -97,7 +97,7 @@ def parameter_shardings(abstract_params: nnx.State, mesh: Mesh) -> nnx.State:
     def sharding(variable: nnx.Variable) -> nnx.Variable:
         named = variable.get_metadata().get("out_sharding")
         return variable.replace(
-            NamedSharding(mesh, parameter_spec(named, variable.value.shape, fsdp))
+            NamedSharding(mesh, parameter_spec(named, variable.get_value().shape, fsdp))
         )
 
     return jax.tree.map(sharding, abstract_params, is_leaf=lambda x: isinstance(x, nnx.Variable))

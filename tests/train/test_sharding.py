@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from attn import cli
 from attn.train.config import validate
 from attn.train.sharding import MeshOptions, mesh_shape, parameter_spec
 
@@ -50,7 +51,9 @@ print(json.dumps(report))
 
 
 @pytest.mark.slow
-def test_fsdp_on_eight_devices_trains_the_unsharded_model_with_a_quarter_per_device(tmp_path):
+def test_fsdp_on_eight_devices_trains_the_unsharded_model_with_a_quarter_per_device(
+    tmp_path, capsys
+):
     result = subprocess.run(
         [sys.executable, "-c", EIGHT_DEVICES, str(tmp_path), str(ROOT / "tests")],
         env={**ENVIRONMENT, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
@@ -75,6 +78,9 @@ def test_fsdp_on_eight_devices_trains_the_unsharded_model_with_a_quarter_per_dev
     quarter = report["sharded"]["total"] // 4
     for held in report["sharded"]["moments_per_device"]:
         assert 2 * quarter <= held <= 2 * quarter + 64
+    # `attn eval` on this process's one device reads the run of 8 (a mesh that fits here).
+    assert cli.main(["eval", "--workdir", str(tmp_path / "sharded")]) == 0
+    assert "best checkpoint (step 3) on test" in capsys.readouterr().out
 
 
 def test_parameters_split_as_annotated_else_along_their_largest_divisible_dimension():
