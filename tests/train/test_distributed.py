@@ -89,20 +89,26 @@ def _finish(processes, timeout: float = TIMEOUT) -> list[tuple[int, str]]:
     return [(p.returncode, p.log.read_text()) for p in processes]
 
 
-def _run_two(workdir: Path) -> None:
-    for status, output in _finish(_start_two(workdir)):
+def _run_two(workdir: Path, *overrides: str) -> None:
+    for status, output in _finish(_start_two(workdir, extra=(overrides, overrides))):
         assert status == 0, output[-3000:]
 
 
 @pytest.mark.slow
-def test_two_processes_train_what_one_process_trains_on_two_devices(tmp_path, one_process):
+@pytest.mark.parametrize(
+    "mesh",
+    [(), ("--config.train.mesh.data=1", "--config.train.mesh.fsdp=2")],
+    ids=["data_parallel", "fsdp_over_processes"],
+)
+def test_two_processes_train_what_one_process_trains_on_two_devices(tmp_path, one_process, mesh):
     """The global batch of step i is the single process's one (process p reads its rows), so
-    the parameters agree; process 0 alone writes the logs, plots and TensorBoard files."""
-    _run_two(tmp_path / "two_processes")
+    the parameters agree, also when each process holds half of them (fsdp over the two);
+    process 0 alone writes the logs, plots and TensorBoard files."""
+    _run_two(tmp_path / "two_processes", *mesh)
     want, got = params_of(one_process), params_of(tmp_path / "two_processes")
     assert want.keys() == got.keys()
     for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7, err_msg=name)
     workdir = tmp_path / "two_processes"
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in records if r["split"] == "train"]
