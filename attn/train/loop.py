@@ -597,8 +597,9 @@ def train_and_evaluate(
     Under ``jax.distributed`` (see :mod:`attn.train.distributed`) every process calls it with
     the same config and workdir (on a filesystem they share); they train one model together.
     """
-    checked = config_lib.validate(config)  # before the workdir is touched
+    # First: a config that one process alone refuses would leave the others waiting.
     distributed.check_same_config(config)
+    checked = config_lib.validate(config)  # before the workdir is touched
     return run_in_workdir(
         config,
         workdir,
