@@ -182,9 +182,11 @@ def attend(
       implementation: ``"dense"`` (the composition, ``[B, N, T, S]`` in memory), ``"chunked"``
         (:func:`attn.kernels.chunked_attention`: O(T + S) memory, skips masked tiles),
         ``"cudnn"`` (``jax.nn.dot_product_attention`` on GPU), ``"pallas"``
-        (:func:`attn.kernels.pallas_attention`; interpreted off GPU) or ``"auto"`` (picks by
-        backend, shape and features). A combination an implementation cannot honour raises
-        ``ValueError`` naming it.
+        (:func:`attn.kernels.pallas_attention`; interpreted off GPU), ``"ring"``
+        (:func:`attn.kernels.ring_attention`: T and S split over the ambient mesh's axis
+        ``"context"``, set with ``jax.set_mesh``; softmax, mask and bias rules at global
+        positions) or ``"auto"`` (picks by backend, shape and features; never ``"ring"``). A
+        combination an implementation cannot honour raises ``ValueError`` naming it.
       return_weights: also return the weights ``[B, N, T, S]`` (float32; for plots).
       return_lse: also return the log-sum-exp of each row's logits ``[B, N, T]`` (softmax-type
         weightings only; ``-inf`` for fully masked rows). Unlike ``jax.nn``'s residual (a

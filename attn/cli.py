@@ -5,6 +5,7 @@ attn run ... --coordinator HOST:PORT --num-processes N --process-id I   (one of 
 attn eval --workdir workdirs/dates [--split test] [--checkpoint best]
 attn plot --workdir workdirs/dates [--text "3rd of March 2021"] [--examples 2]
 attn plot --workdir workdirs/captions [--image photo.png]
+attn plot --workdir workdirs/speech_las [--audio clip.wav]
 attn sweep experiments/reverse.py:smoke --workdir workdirs/sweep [--config.KEY=VALUE ...]
 attn bench --lengths 1024 4096 --implementations dense chunked jax.nn [--out FILE] (see --help)
 
@@ -18,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+import numpy as np
 
 CONFIG_PREFIX = "--config."
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT (128 + 2)
@@ -157,6 +160,11 @@ def _parser() -> argparse.ArgumentParser:
         "--image",
         action="append",
         help="image file to plot (repeatable; image tasks): resized to the task's image shape",
+    )
+    plot.add_argument(
+        "--audio",
+        action="append",
+        help="WAV file to transcribe and plot (repeatable; speech tasks): its alignment",
     )
     plot.add_argument(
         "--examples", type=int, default=2, help="how many split examples to plot without --text"
@@ -305,49 +313,74 @@ def _sweep(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> int:
     return 0
 
 
+# The flag giving inputs of each input kind to `attn plot`, and what turns them into a batch.
+_INPUT_FLAGS = {"tokens": "text", "image": "image", "audio": "audio"}
+
+
 def _plot(experiment, args) -> list[Path]:
+    given = [name for name in _INPUT_FLAGS.values() if getattr(args, name)]
     if "env" in experiment.config:
-        if args.text or args.image:
-            raise ValueError("--text/--image: an RL run plots rollouts of its evaluation instances")
+        if given:
+            raise ValueError(f"--{given[0]}: an RL run plots rollouts of its evaluation instances")
         return experiment.plot(args.split, tag="_cli", count=args.examples)
-    image_task = experiment.task.image_shape is not None
-    if args.text and image_task:
-        raise ValueError("this task's inputs are images: pass --image FILE, not --text")
-    if args.image and not image_task:
-        raise ValueError("this task's inputs are text: pass --text, not --image")
-    if args.image:
-        return experiment.plot_batch(_image_batch(experiment.task, args.image), tag="_image")
-    if not args.text:
+    task = experiment.task
+    kind = "image" if task.image_shape else "audio" if task.audio_shape else "tokens"
+    wanted = _INPUT_FLAGS[kind]
+    wrong = [name for name in given if name != wanted]
+    if wrong:
+        raise ValueError(f"this task's inputs are {kind}: pass --{wanted}, not --{wrong[0]}")
+    if not given:
         return experiment.plot(args.split, tag="_cli", count=args.examples)
-    return experiment.plot_batch(_text_batch(experiment.task, args.text), tag="_text")
+    inputs = getattr(args, wanted)
+    batch = {"text": _text_batch, "image": _image_batch, "audio": _audio_batch}[wanted](
+        task, inputs
+    )
+    if wanted == "audio":
+        # What the model hears in each file, beside the pictures of where it listened.
+        predictions = experiment.model(experiment.state["params"]).predict(batch)
+        for path, prediction in zip(inputs, predictions, strict=True):
+            print(f"{path}: {task.target_tokenizer.decode(np.ravel(prediction))!r}")
+    return experiment.plot_batch(batch, tag=f"_{wanted}")
+
+
+def _audio_batch(task, paths: list[str]) -> dict:
+    """A batch of the task's format from WAV files (targets empty: models predict them)."""
+    from attn.data.audio_features import read_wav, utterance_features
+
+    frames, _ = task.audio_shape
+    features = [utterance_features(*read_wav(path), frames) for path in paths]
+    return {
+        "inputs": np.stack([inputs for inputs, _ in features]),
+        "input_lengths": np.array([length for _, length in features], np.int32),
+        **_empty_targets(task, len(paths)),
+    }
 
 
 def _image_batch(task, paths: list[str]) -> dict:
     """A batch of the task's format from image files (targets empty: models predict them)."""
-    import numpy as np
-
     from attn.data.images import read_image_file
 
     inputs = np.stack([read_image_file(path, task.image_shape) for path in paths])
-    target_shape = (task.target_length,) if task.kind == "seq2seq" else ()
-    targets = np.zeros((len(paths), *target_shape), np.int32)
-    return {"inputs": inputs, "targets": targets, "weights": np.zeros(targets.shape, np.float32)}
+    return {"inputs": inputs, **_empty_targets(task, len(paths))}
+
+
+def _empty_targets(task, count: int) -> dict:
+    """Targets and weights of ``count`` examples of ``task`` with nothing to score."""
+    target_shape = {"classify": (), "seq2seq": (task.target_length,)}.get(
+        task.kind, (task.input_length,)
+    )
+    targets = np.zeros((count, *target_shape), np.int32)
+    return {"targets": targets, "weights": np.zeros(targets.shape, np.float32)}
 
 
 def _text_batch(task, texts: list[str]) -> dict:
     """A batch of the task's format from raw input texts (targets empty: models predict them)."""
-    import numpy as np
-
     from attn.data.task import pad_to
 
     inputs = np.stack(
         [pad_to(task.tokenizer.encode(t), task.input_length, truncate=True) for t in texts]
     )
-    target_shape = {"classify": (), "seq2seq": (task.target_length,)}.get(
-        task.kind, (task.input_length,)
-    )
-    targets = np.zeros((len(texts), *target_shape), np.int32)
-    return {"inputs": inputs, "targets": targets, "weights": np.zeros(targets.shape, np.float32)}
+    return {"inputs": inputs, **_empty_targets(task, len(texts))}
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-__all__ = ["additive", "cosine", "dot", "general", "scaled_dot"]
+__all__ = ["additive", "cosine", "dot", "general", "location_aware", "scaled_dot"]
 
 
 def accumulation_dtype(*arrays: jax.Array) -> jnp.dtype:
@@ -120,14 +120,85 @@ def additive(
     tensor is never built whole: queries are processed in chunks of at most
     ``max_chunk_elements`` hidden entries, and each chunk is recomputed in the backward pass.
     """
+    return _additive_scores("additive", q, k, w_q, w_k, v, None, max_chunk_elements)
+
+
+def location_aware(
+    q: jax.Array,
+    k: jax.Array,
+    *,
+    w_q: jax.Array,
+    w_k: jax.Array,
+    v: jax.Array,
+    previous_weights: jax.Array,
+    filters: jax.Array,
+    w_location: jax.Array,
+    max_chunk_elements: int = 1 << 22,
+) -> jax.Array:
+    """Location-aware scores (Chorowski et al. 2015) ``v^T tanh(q W_q + k W_k + f W_loc)``.
+
+    ``f = conv(previous_weights, filters)``: each query's previous alignment over the keys
+    ``previous_weights [B, N, T, S]`` (the logits' shape) correlated along ``S`` with
+    ``filters [W, F]`` (zero padding, output at the window's centre, ``W // 2`` keys to the
+    left), giving ``F`` location features per key, projected by ``w_location [F, D]``. The
+    other arguments are :func:`additive`'s; with ``w_location = 0`` this is :func:`additive`.
+    """
+    B, T, N, _, S, _ = check_qk(q, k, same_features=False)
+    D = v.shape[-1] if v.ndim == 1 else -1
+    if previous_weights.shape != (B, N, T, S):
+        raise ValueError(
+            f"location_aware: previous_weights must be [B, N, T, S] = {[B, N, T, S]}, got "
+            f"{list(previous_weights.shape)}"
+        )
+    if filters.ndim != 2 or w_location.shape != (filters.shape[-1], D):
+        raise ValueError(
+            f"location_aware: need filters [W, F] and w_location [F, D] with D={D}; got "
+            f"filters {filters.shape}, w_location {w_location.shape}"
+        )
+    location = (previous_weights, filters, w_location)
+    return _additive_scores("location_aware", q, k, w_q, w_k, v, location, max_chunk_elements)
+
+
+def _location_term(
+    previous_bkgcs: jax.Array, filters_wf: jax.Array, w_location_fd: jax.Array
+) -> jax.Array:
+    """``conv(previous, filters) @ w_location``: ``[..., S] -> [..., S, D]``."""
+    *lead, S = previous_bkgcs.shape
+    # Convolution and projection are both linear: one convolution with D outputs is the same
+    # map in one operation.
+    kernel_w1d = (filters_wf @ w_location_fd)[:, None, :]
+    width = kernel_w1d.shape[0]
+    features_nsd = jax.lax.conv_general_dilated(
+        previous_bkgcs.reshape(-1, S, 1),
+        kernel_w1d,
+        window_strides=(1,),
+        padding=[(width // 2, (width - 1) // 2)],
+        dimension_numbers=("NWC", "WIO", "NWC"),
+        preferred_element_type=kernel_w1d.dtype,
+    )
+    return features_nsd.reshape(*lead, S, -1)
+
+
+def _additive_scores(
+    name: str,
+    q: jax.Array,
+    k: jax.Array,
+    w_q: jax.Array,
+    w_k: jax.Array,
+    v: jax.Array,
+    location: tuple[jax.Array, jax.Array, jax.Array] | None,
+    max_chunk_elements: int,
+) -> jax.Array:
+    """``v^T tanh(q W_q + k W_k [+ location term])`` in query chunks (see :func:`additive`)."""
     B, T, N, H, S, K = check_qk(q, k, same_features=False)
     D = v.shape[-1] if v.ndim == 1 else None
     if D is None or w_q.shape != (H, D) or w_k.shape != (k.shape[-1], D):
         raise ValueError(
-            f"additive: need w_q [H, D], w_k [Hk, D], v [D] with H={H}, Hk={k.shape[-1]}; "
+            f"{name}: need w_q [H, D], w_k [Hk, D], v [D] with H={H}, Hk={k.shape[-1]}; "
             f"got w_q {w_q.shape}, w_k {w_k.shape}, v {v.shape}"
         )
-    dtype = accumulation_dtype(q, k, w_q, w_k, v)
+    arrays = (q, k, w_q, w_k, v) + (location or ())
+    dtype = accumulation_dtype(*arrays)
     q_proj = jnp.einsum("btnh,hd->bntd", q, w_q, preferred_element_type=dtype)
     k_proj = jnp.einsum("bskh,hd->bksd", k, w_k, preferred_element_type=dtype)
     q_proj = q_proj.reshape(B, K, N // K, T, D)
@@ -135,14 +206,29 @@ def additive(
 
     chunk = max(1, min(T, max_chunk_elements // max(1, B * N * S * D)))
     num_chunks = -(-T // chunk)
-    q_chunks = jnp.pad(q_proj, ((0, 0), (0, 0), (0, 0), (0, num_chunks * chunk - T), (0, 0)))
-    q_chunks = jnp.moveaxis(q_chunks.reshape(B, K, N // K, num_chunks, chunk, D), 3, 0)
+
+    def chunked(x_bkgt_: jax.Array) -> jax.Array:
+        """``[B, K, G, T, ...] -> [num_chunks, B, K, G, chunk, ...]``."""
+        padding = [(0, 0)] * 3 + [(0, num_chunks * chunk - T)] + [(0, 0)] * (x_bkgt_.ndim - 4)
+        x = jnp.pad(x_bkgt_, padding)
+        return jnp.moveaxis(x.reshape(B, K, N // K, num_chunks, chunk, *x.shape[4:]), 3, 0)
+
+    if location is None:
+        previous_chunks = None
+        filters, w_location = None, None
+    else:
+        previous, filters, w_location = location
+        previous_chunks = chunked(previous.astype(dtype).reshape(B, K, N // K, T, S))
+        filters, w_location = filters.astype(dtype), w_location.astype(dtype)
 
     @jax.checkpoint  # keeps backward memory at one chunk's hidden tensor too
-    def score_chunk(q_chunk: jax.Array) -> jax.Array:
-        hidden = jnp.tanh(q_chunk[:, :, :, :, None, :] + k_proj[:, :, None, None, :, :])
-        return hidden @ v  # [B, K, G, chunk, S]
+    def score_chunk(chunks: tuple[jax.Array, jax.Array | None]) -> jax.Array:
+        q_chunk, previous_chunk = chunks
+        hidden = q_chunk[:, :, :, :, None, :] + k_proj[:, :, None, None, :, :]
+        if previous_chunk is not None:
+            hidden = hidden + _location_term(previous_chunk, filters, w_location)
+        return jnp.tanh(hidden) @ v  # [B, K, G, chunk, S]
 
-    logits = jax.lax.map(score_chunk, q_chunks)  # [num_chunks, B, K, G, chunk, S]
+    logits = jax.lax.map(score_chunk, (chunked(q_proj), previous_chunks))
     logits = jnp.moveaxis(logits, 0, 3).reshape(B, N, num_chunks * chunk, S)
     return logits[:, :, :T]

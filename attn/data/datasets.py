@@ -21,7 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from attn.data import dates, images, listops, loaders, mqar, sequence_tasks, shapes_captions
+from attn.data import (
+    dates,
+    images,
+    listops,
+    loaders,
+    mqar,
+    sequence_tasks,
+    shapes_captions,
+    speech,
+    spoken_strings,
+)
 from attn.data.builder import SizedConfig
 from attn.data.task import Task, check_batching
 
@@ -29,6 +39,7 @@ __all__ = [
     "COMMON_DEFAULTS",
     "DATASETS",
     "DatasetSpec",
+    "audio_shape_of",
     "check_config",
     "get_task",
     "image_shape_of",
@@ -57,6 +68,8 @@ class DatasetSpec:
     builder_config: type[SizedConfig] | None = None
     # Image inputs: their (H, W, C) from the dataset's options (None: token inputs).
     image_shape: Callable[[Mapping[str, Any]], tuple[int, int, int]] | None = None
+    # Audio inputs: their (frames, bins) from the dataset's options (None: not audio).
+    audio_shape: Callable[[Mapping[str, Any]], tuple[int, int]] | None = None
 
     def __call__(self, **config: Any) -> Task:
         return get_task({"name": self.name, **config})
@@ -80,9 +93,13 @@ def _generated_spec(
     *,
     cache: bool = True,
     image_shape: Callable[[Mapping[str, Any]], tuple[int, int, int]] | None = None,
+    audio_shape: Callable[[Mapping[str, Any]], tuple[int, int]] | None = None,
+    extra_defaults: Mapping[str, Any] | None = None,
 ) -> DatasetSpec:
-    defaults = {**loaders.config_fields(config_cls), "cache": cache}
-    return DatasetSpec(name, kind, description, defaults, load, config_cls, image_shape)
+    defaults = {**loaders.config_fields(config_cls), **(extra_defaults or {}), "cache": cache}
+    return DatasetSpec(
+        name, kind, description, defaults, load, config_cls, image_shape, audio_shape
+    )
 
 
 def _fixed(shape: tuple[int, int, int]) -> Callable[[Mapping[str, Any]], tuple[int, int, int]]:
@@ -91,6 +108,10 @@ def _fixed(shape: tuple[int, int, int]) -> Callable[[Mapping[str, Any]], tuple[i
 
 def _square(options: Mapping[str, Any]) -> tuple[int, int, int]:
     return (options["image_size"], options["image_size"], 3)
+
+
+def _mel_frames(options: Mapping[str, Any]) -> tuple[int, int]:
+    return (options["max_frames"], speech.NUM_MEL_BINS)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -160,6 +181,46 @@ DATASETS: dict[str, DatasetSpec] = {
         images.load_shapes_captions,
         image_shape=_square,
     ),
+    "spoken_strings": _generated_spec(
+        "spoken_strings",
+        "seq2seq",
+        "transcribe digit strings and commands said by eSpeak NG voices with noise (characters; "
+        "validation and test voices unseen in training)",
+        spoken_strings.SpokenStringsConfig,
+        speech.load_spoken_strings,
+        # 20k utterances of 400 frames are 2.6 GB as float32 features: computing them once
+        # beats recomputing the FFTs every step; set cache=False to trade speed for memory.
+        cache=True,
+        audio_shape=_mel_frames,
+        extra_defaults=speech.AUGMENT_DEFAULTS,
+    ),
+    "spoken_digit": DatasetSpec(
+        "spoken_digit",
+        "classify",
+        "Free Spoken Digit Dataset: the digit said (8 kHz, resampled); recordings 0-4 of each "
+        "speaker and digit are the test split (TFDS catalog)",
+        {"max_frames": 250, **speech.AUGMENT_DEFAULTS, "cache": True},
+        speech.load_spoken_digit,
+        audio_shape=_mel_frames,
+    ),
+    "speech_commands": DatasetSpec(
+        "speech_commands",
+        "classify",
+        "Speech Commands V2 keyword spotting, 12 classes: 10 words, silence, unknown (1 s clips, "
+        "TFDS catalog)",
+        {"max_frames": 100, **speech.AUGMENT_DEFAULTS, "cache": False},
+        speech.load_speech_commands,
+        audio_shape=_mel_frames,
+    ),
+    "librispeech": DatasetSpec(
+        "librispeech",
+        "seq2seq",
+        "LibriSpeech read English, lowercased characters; train-clean-100, dev-clean, test-clean "
+        "and test-other (TFDS catalog)",
+        {"max_frames": 2500, "target_length": 500, **speech.AUGMENT_DEFAULTS, "cache": False},
+        speech.load_librispeech,
+        audio_shape=_mel_frames,
+    ),
     "mnist": DatasetSpec(
         "mnist",
         "classify",
@@ -195,7 +256,7 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-_NON_NEGATIVE = ("seed", "max_shift")  # int keys that may be 0
+_NON_NEGATIVE = ("seed", "max_shift", "masks", "mask_width")  # int keys that may be 0
 
 
 def _check_value(name: str, key: str, value: Any, default: Any) -> None:
@@ -253,6 +314,13 @@ def image_shape_of(config: Mapping[str, Any] | Any) -> tuple[int, int, int] | No
     read), or None where its inputs are tokens."""
     spec, merged = _resolve(config)
     return None if spec.image_shape is None else spec.image_shape(merged)
+
+
+def audio_shape_of(config: Mapping[str, Any] | Any) -> tuple[int, int] | None:
+    """The ``(frames, bins)`` of the spectrograms a ``data`` config section gives (checked, no
+    data read), or None where its inputs are not audio."""
+    spec, merged = _resolve(config)
+    return None if spec.audio_shape is None else spec.audio_shape(merged)
 
 
 def check_config(config: Mapping[str, Any] | Any) -> DatasetSpec:

@@ -1,7 +1,9 @@
 """The :class:`Task` the training loop sees: fixed-shape numpy batches by step, and eval splits.
 
 Batch dicts hold int32 ``inputs [B, T]`` (or, for a task with an ``image_shape``, float32
-images ``[B, H, W, C]`` in [-1, 1]), ``targets`` (``[B]`` for "classify", ``[B, T]``
+images ``[B, H, W, C]`` in [-1, 1]; for a task with an ``audio_shape``, float32 normalised
+log-mel features ``[B, frames, bins]``, zeros after each utterance's end, with int32
+``input_lengths [B]``, the number of real frames), ``targets`` (``[B]`` for "classify", ``[B, T]``
 for "tag" and "lm", ``[B, U]`` for "seq2seq") and float32 ``weights`` shaped like
 ``targets``: 0 on padding and on positions that are not scored. Padding uses id 0.
 """
@@ -63,7 +65,8 @@ def _stack(examples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray
 class Task:
     """A dataset ready for training: shapes, vocabularies, tokenizers and batches.
 
-    ``image_shape`` set: ``inputs`` are images and ``augment`` may change train batches.
+    ``image_shape`` set: ``inputs`` are images; ``audio_shape`` set: ``inputs`` are spectrogram
+    frames. Either way ``augment`` may change train batches.
 
     ``splits`` maps split names to random-access record sources; ``preprocess`` turns one
     record into fixed-length arrays (``None``: records already are). With ``cache`` a split
@@ -76,7 +79,7 @@ class Task:
     target_vocab_size: int  # number of classes for "classify"
     input_length: int
     target_length: int  # 1 for "classify"
-    tokenizer: Tokenizer | None  # None for image inputs
+    tokenizer: Tokenizer | None  # None for image and audio inputs
     target_tokenizer: Tokenizer | ClassLabels
     splits: Mapping[str, Sequence[Any]] = dataclasses.field(repr=False)
     preprocess: Callable[[Any], dict[str, np.ndarray]] | None = dataclasses.field(
@@ -89,6 +92,8 @@ class Task:
     config: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)
     # Inputs are float32 images of this (H, W, C) shape rather than token ids.
     image_shape: tuple[int, int, int] | None = None
+    # Inputs are float32 spectrograms of (frames, bins) with their lengths in "input_lengths".
+    audio_shape: tuple[int, int] | None = None
     # Random changes of a train batch (a random crop, a flip), drawn from the generator given:
     # seeded by (seed, step), so a resumed run sees the same augmented batches.
     augment: (

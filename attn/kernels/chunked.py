@@ -19,7 +19,7 @@ from attn import masks
 from attn.kernels import bias_tiles, flash, fold, online, rules
 from attn.kernels.tiling import plan_tiles
 
-__all__ = ["chunked_attention", "tiled_attention"]
+__all__ = ["chunked_attention", "tiled_attention", "traceable_mask"]
 
 Array = jax.Array
 
@@ -33,7 +33,7 @@ def _default_param(weighting: str, kv_len: int) -> float | None:
     return None
 
 
-def _traceable_mask(mask: masks.Mask, shape: tuple[int, int, int, int]) -> masks.Mask:
+def traceable_mask(mask: masks.Mask, shape: tuple[int, int, int, int]) -> masks.Mask:
     """``mask`` if its rule runs on traced tile indices; otherwise its dense form as a jax array
     (correct for any rule, at the cost of an O(T * S) boolean constant)."""
     if rules.is_traceable(lambda m: m.rule, mask, shape):
@@ -153,7 +153,7 @@ def tiled_attention(
             "operations, not NumPy functions)"
         )
     if mask is not None:
-        mask = _traceable_mask(masks.as_mask(mask), shape)
+        mask = traceable_mask(masks.as_mask(mask), shape)
     plan, visit = plan_tiles(mask, shape, q_tile, kv_tile)
     Tp, Sp = plan.padded_lengths
     q_rows, k_bk, v_bk = _rows(q, Tp, K), _heads_first(k, Sp), _heads_first(v, Sp)

@@ -20,6 +20,7 @@ from attn.kernels import dense, fold, jax_nn
 from attn.kernels.chunked import chunked_attention
 from attn.kernels.pallas import pallas_attention
 from attn.kernels.request import Request, concrete
+from attn.kernels.ring import layout_problem, ring_attention
 
 __all__ = ["IMPLEMENTATIONS", "NAMES", "Implementation", "choose", "run"]
 
@@ -81,6 +82,25 @@ def _tiled_unsupported(request: Request) -> str | None:
     return None
 
 
+def _ring_unsupported(request: Request) -> str | None:
+    """Why :func:`attn.kernels.ring_attention` cannot run ``request`` (on the ambient mesh)."""
+    reason = _tiled_unsupported(request)
+    if reason is not None:
+        return reason
+    weighting = fold.recognize_weighting(request.weighting)
+    if weighting.kind != "softmax" or weighting.param is not None:
+        return (
+            f"apply weighting {fold.describe(request.weighting)} (it merges key blocks by their "
+            "log-sum-exp: softmax without a sink; use implementation='chunked')"
+        )
+    if request.bias is not None and not request.bias_is_rule:
+        return (
+            "take a bias array (it splits the sequence over devices: give the bias as a rule "
+            "(b, h, q_idx, kv_idx) -> float, such as attn.positional.alibi_rule)"
+        )
+    return layout_problem(request.shape)
+
+
 def _temperature(request: Request) -> float | None:
     """A recognised softmax's temperature as a Python float (``None`` unless it is one number
     known at trace time)."""
@@ -104,7 +124,8 @@ class _Tempered:
 
 def _run_tiled(implementation: str, request: Request) -> Result:
     """``request`` through :func:`attn.kernels.chunked_attention` (tiles ``Q_TILE`` x
-    ``KV_TILE``) or :func:`attn.kernels.pallas_attention` (``PALLAS_TILE``): the score is folded
+    ``KV_TILE``), :func:`attn.kernels.ring_attention` (the same tiles inside each block) or
+    :func:`attn.kernels.pallas_attention` (``PALLAS_TILE``): the score is folded
     into q and k, a softmax temperature into q, the bias and the soft cap."""
     q, k = fold.fold_score(request.score, request.q, request.k)
     weighting = fold.recognize_weighting(request.weighting)
@@ -123,6 +144,8 @@ def _run_tiled(implementation: str, request: Request) -> Result:
     # Tile sizes are read here, at call time, so that tests can shrink them.
     if implementation == "pallas":
         fn = functools.partial(pallas_attention, q_tile=PALLAS_TILE, kv_tile=PALLAS_TILE)
+    elif implementation == "ring":
+        fn = functools.partial(ring_attention, q_tile=Q_TILE, kv_tile=KV_TILE)
     else:
         fn = functools.partial(chunked_attention, q_tile=Q_TILE, kv_tile=KV_TILE)
     return fn(
@@ -151,6 +174,10 @@ IMPLEMENTATIONS: dict[str, Implementation] = {
     ),
     "pallas": Implementation(
         unsupported=_tiled_unsupported, run=functools.partial(_run_tiled, "pallas")
+    ),
+    # Context parallelism over the ambient mesh's "context" axis; never chosen by "auto".
+    "ring": Implementation(
+        unsupported=_ring_unsupported, run=functools.partial(_run_tiled, "ring")
     ),
 }
 # The values attend(implementation=...) takes.

@@ -25,21 +25,27 @@ from attn.models.captioners import ShowAttendTell, TransformerCaptioner
 from attn.models.decoder_lm import DecoderLM
 from attn.models.encoder_classifier import EncoderClassifier
 from attn.models.encoder_decoder import EncoderDecoder
+from attn.models.keyword_transformer import KeywordTransformer
+from attn.models.las import LAS
 from attn.models.rnn_seq2seq import RNNSeq2Seq
+from attn.models.speech_transformer import SpeechTransformer
 from attn.models.stacks import AttentionOptions, TransformerOptions
 from attn.models.task import INPUT_KINDS, TASK_KINDS, TaskInfo, TaskSpec, check_task
 from attn.models.vit import ViT
 
 __all__ = [
     "INPUT_KINDS",
+    "LAS",
     "MODELS",
     "TASK_KINDS",
     "AttentionOptions",
     "DecoderLM",
     "EncoderClassifier",
     "EncoderDecoder",
+    "KeywordTransformer",
     "RNNSeq2Seq",
     "ShowAttendTell",
+    "SpeechTransformer",
     "TaskInfo",
     "TaskModel",
     "TaskSpec",
@@ -59,6 +65,9 @@ MODELS: dict[str, type[TaskModel]] = {
     "vit": ViT,
     "transformer_captioner": TransformerCaptioner,
     "show_attend_tell": ShowAttendTell,
+    "las": LAS,
+    "speech_transformer": SpeechTransformer,
+    "keyword_transformer": KeywordTransformer,
 }
 
 

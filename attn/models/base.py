@@ -13,7 +13,9 @@ __all__ = [
     "Batch",
     "TaskModel",
     "attention_maps_from",
+    "audio_array",
     "batch_array",
+    "cross_attention_heads",
     "image_array",
     "jit_forward",
     "padding_mask",
@@ -51,6 +53,27 @@ def image_array(batch: Batch, image_shape: tuple[int, int, int]) -> Array:
     return array.astype(jnp.float32)
 
 
+def audio_array(batch: Batch, audio_shape: tuple[int, int]) -> tuple[Array, Array]:
+    """``batch["inputs"]`` as float32 features ``[B, frames, bins]`` of ``audio_shape`` and
+    ``batch["input_lengths"]`` as int32 ``[B]`` (real frames per example), or a
+    ``ValueError`` saying why not."""
+    if "inputs" not in batch:
+        raise ValueError(f"batch lacks 'inputs'; it has {sorted(batch)}")
+    features = jnp.asarray(batch["inputs"])
+    if features.ndim != 3 or tuple(features.shape[1:]) != tuple(audio_shape):
+        raise ValueError(
+            f"batch['inputs'] must be audio features [B, {', '.join(map(str, audio_shape))}], "
+            f"got {features.dtype}{list(features.shape)}"
+        )
+    lengths_b = batch_array(batch, "input_lengths", 1)
+    if lengths_b.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"batch['input_lengths'] must be [B] = [{features.shape[0]}], got "
+            f"{list(lengths_b.shape)}"
+        )
+    return features.astype(jnp.float32), lengths_b
+
+
 def padding_mask(valid_bs: Array) -> Array:
     """Keys that are real tokens (``valid [B, S]``) as a bool mask ``[B, 1, 1, S]``.
 
@@ -59,6 +82,12 @@ def padding_mask(valid_bs: Array) -> Array:
     mask (``model.attention.mask``) is applied by the attention modules themselves.
     """
     return valid_bs[:, None, None, :]
+
+
+def cross_attention_heads(maps: Mapping[str, Array]) -> Array:
+    """The decoder's cross-attention maps (``"decoder/layer{i}/cross"`` ``[B, N, U, S]``) of
+    an :func:`attention_maps_from` dict, layer-major along one head axis: ``[B, L * N, U, S]``."""
+    return jnp.concatenate([maps[name] for name in sorted(maps) if name.endswith("/cross")], 1)
 
 
 def attention_maps_from(captured: nnx.State) -> dict[str, Array]:
@@ -99,7 +128,8 @@ class TaskModel(nnx.Module):
     """A model for one kind of task; the training loop uses only these methods.
 
     Batches are dicts: ``"inputs"`` int32 ``[B, T]`` (0 = padding) or, for a model whose
-    ``input_kinds`` hold ``"image"``, float32 ``[B, H, W, C]``; ``"targets"`` (``[B]``
+    ``input_kinds`` hold ``"image"``, float32 ``[B, H, W, C]``, or for ``"audio"`` float32
+    features ``[B, frames, bins]`` with int32 ``"input_lengths"`` ``[B]``; ``"targets"`` (``[B]``
     classify, ``[B, T]`` tag and lm, ``[B, U]`` seq2seq) and ``"weights"`` (unused here).
     """
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from attn.models.base import Batch, image_array
+from attn.models.base import Batch, cross_attention_heads, image_array
 from attn.models.encoder_decoder import EncoderDecoder
 from attn.models.image_encoders import ConvGrid, PatchEmbedder
 from attn.models.options import option
@@ -78,9 +78,7 @@ class TransformerCaptioner(EncoderDecoder):
     def word_alignment(self, batch: Batch) -> Array:
         """Each greedy word's attention over the patches, per cross-attention head
         ``[B, L * N, U, P]`` (layer-major; each row sums to 1)."""
-        maps = self.attention_maps(batch)
-        cross = [weights for name, weights in sorted(maps.items()) if name.endswith("/cross")]
-        return jnp.concatenate(cross, axis=1)
+        return cross_attention_heads(self.attention_maps(batch))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -14,7 +15,7 @@ from attn.models.embedding import Embedder
 from attn.models.stacks import DTYPES, TransformerOptions, build_decoder, build_encoder
 from attn.models.task import TaskInfo
 
-__all__ = ["EncoderDecoder"]
+__all__ = ["EncoderDecoder", "decoding_step"]
 
 Array = jax.Array
 
@@ -101,10 +102,13 @@ class EncoderDecoder(TaskModel):
         return _jit_attention_maps(self, self._inputs(batch))
 
 
-@nnx.jit
-def _jit_greedy(model: EncoderDecoder, inputs_bt: Array) -> tuple[Array, Array]:
-    B, U = inputs_bt.shape[0], model.target_length
-    memory_btd, memory_mask = model._encode(inputs_bt, True)
+def decoding_step(
+    model: EncoderDecoder, memory_btd: Array, memory_mask: Array | None
+) -> tuple[EncoderDecoder, Callable[..., Any], Array]:
+    """What :func:`attn.models.decoding.decode_loop` needs to decode from ``memory [B, T, D]``:
+    a copy of ``model`` with an empty KV cache for ``B`` examples, the step (its outputs are the
+    step's logits ``[B, V]``) and the step's first state (which cache slots are real tokens)."""
+    B, U = memory_btd.shape[0], model.target_length
     # Decode on a copy: the cache must not become part of the caller's model.
     model = nnx.merge(*nnx.split(model))
     model.decoder.init_cache(B, U)
@@ -123,11 +127,18 @@ def _jit_greedy(model: EncoderDecoder, inputs_bt: Array) -> tuple[Array, Array]:
         logits_bv = model.head(h_b1d[:, 0]).astype(jnp.float32)
         return logits_bv, key_valid_bu, logits_bv
 
-    bos_b = jnp.full((B,), model.bos_id, jnp.int32)
-    return decode_loop(model, step, jnp.zeros((B, U), bool), bos_b, jnp.arange(U))
+    return model, step, jnp.zeros((B, U), bool)
 
 
 @nnx.jit
-def _jit_attention_maps(model: EncoderDecoder, inputs_bt: Array) -> dict[str, Array]:
-    predictions_bu, _ = _jit_greedy(model, inputs_bt)
-    return record_attention(model, "_teacher_forced", inputs_bt, predictions_bu, True)
+def _jit_greedy(model: EncoderDecoder, inputs: Any) -> tuple[Array, Array]:
+    memory_btd, memory_mask = model._encode(inputs, True)
+    copy, step, key_valid_bu = decoding_step(model, memory_btd, memory_mask)
+    bos_b = jnp.full((memory_btd.shape[0],), model.bos_id, jnp.int32)
+    return decode_loop(copy, step, key_valid_bu, bos_b, jnp.arange(model.target_length))
+
+
+@nnx.jit
+def _jit_attention_maps(model: EncoderDecoder, inputs: Any) -> dict[str, Array]:
+    predictions_bu, _ = _jit_greedy(model, inputs)
+    return record_attention(model, "_teacher_forced", inputs, predictions_bu, True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -18,7 +19,7 @@ from attn.models.stacks import DTYPES
 from attn.models.task import TaskInfo
 from attn.nn.dropout import Dropout, maybe_active
 
-__all__ = ["RNNAttentionOptions", "RNNSeq2Seq", "RNNSeq2SeqOptions"]
+__all__ = ["RNNAttentionOptions", "RNNSeq2Seq", "RNNSeq2SeqOptions", "decoding_step"]
 
 Array = jax.Array
 
@@ -76,15 +77,7 @@ class RNNSeq2Seq(TaskModel):
             task.target_vocab_size + 1, embed_features, max_length=task.target_length, **embed
         )
         self._build_encoder(config, task, rngs)
-        self.step = AttentionStep(
-            config.cell,
-            config.attention.score,
-            embed_features,
-            features,
-            weighting=config.attention.weighting,
-            dtype=dtype,
-            rngs=rngs,
-        )
+        self.step = self._build_step(config, rngs)
         self.readout_dropout = Dropout(
             config.dropout_rate, rngs=rngs if maybe_active(config.dropout_rate) else None
         )
@@ -103,6 +96,18 @@ class RNNSeq2Seq(TaskModel):
             config.cell, config.embed_features, features, dtype=dtype, rngs=rngs
         )
         self.bridge = nnx.Linear(features // 2, features, dtype=dtype, rngs=rngs)
+
+    def _build_step(self, config: Any, rngs: nnx.Rngs) -> AttentionStep:
+        """The decoder step (a subclass may attend otherwise)."""
+        return AttentionStep(
+            config.cell,
+            config.attention.score,
+            config.embed_features,
+            config.hidden_features,
+            weighting=config.attention.weighting,
+            dtype=DTYPES[config.dtype],
+            rngs=rngs,
+        )
 
     def _inputs(self, batch: Batch) -> Array:
         return batch_array(batch, "inputs", 2)
@@ -144,12 +149,10 @@ class RNNSeq2Seq(TaskModel):
         return {"rnn/alignment": weights_but[:, None]}
 
 
-@nnx.jit
-def _jit_greedy(model: RNNSeq2Seq, inputs_bt: Array) -> tuple[Array, tuple[Array, Array]]:
-    """Greedy tokens ``[B, U]``, and each step's logits ``[B, U, V]`` and alignment
-    ``[B, U, T]``."""
-    B, U = inputs_bt.shape[0], model.target_length
-    memory_bth, valid_bt, carry = model._encode(inputs_bt, True)
+def decoding_step(memory_bth: Array, valid_bt: Array) -> Callable[..., Any]:
+    """The :func:`attn.models.decoding.decode_loop` step of an :class:`RNNSeq2Seq` attending
+    over ``memory [B, T, H]`` (real where ``valid [B, T]``); its outputs are the step's logits
+    ``[B, V]`` and alignment ``[B, T]``."""
 
     def step(model, carry, tokens_b, position):
         del position  # an RNN knows where it is
@@ -158,5 +161,14 @@ def _jit_greedy(model: RNNSeq2Seq, inputs_bt: Array) -> tuple[Array, tuple[Array
         logits_bv = model._logits(readout_bf, True)
         return logits_bv, carry, (logits_bv, weights_bt)
 
+    return step
+
+
+@nnx.jit
+def _jit_greedy(model: RNNSeq2Seq, inputs: Any) -> tuple[Array, tuple[Array, Array]]:
+    """Greedy tokens ``[B, U]``, and each step's logits ``[B, U, V]`` and alignment
+    ``[B, U, T]``."""
+    memory_bth, valid_bt, carry = model._encode(inputs, True)
+    B, U = memory_bth.shape[0], model.target_length
     bos_b = jnp.full((B,), model.bos_id, jnp.int32)
-    return decode_loop(model, step, carry, bos_b, jnp.arange(U))
+    return decode_loop(model, decoding_step(memory_bth, valid_bt), carry, bos_b, jnp.arange(U))

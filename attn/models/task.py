@@ -11,15 +11,18 @@ __all__ = ["INPUT_KINDS", "TASK_KINDS", "TaskInfo", "TaskSpec", "check_task"]
 
 # What a task asks for: a class per example, a tag per token, an output sequence, the next token.
 TASK_KINDS = ("classify", "tag", "seq2seq", "lm")
-# What its inputs are: int32 token ids [B, T], or float32 images [B, H, W, C].
-INPUT_KINDS = ("tokens", "image")
+# What its inputs are: int32 token ids [B, T], float32 images [B, H, W, C], or float32 audio
+# features [B, frames, bins] with int32 input_lengths [B].
+INPUT_KINDS = ("tokens", "image", "audio")
 
 
 class TaskSpec(Protocol):
     """What a model needs to know about its task (``attn.data`` tasks have these attributes).
 
     Token id 0 is padding in inputs and targets. A task whose inputs are images has an
-    ``image_shape`` ``(H, W, C)``; its ``input_vocab_size`` and ``input_length`` are unused.
+    ``image_shape`` ``(H, W, C)``, one whose inputs are audio an ``audio_shape``
+    ``(frames, bins)`` (frames after padding, feature bins); for both, ``input_vocab_size``
+    and ``input_length`` are unused.
     """
 
     kind: str  # one of TASK_KINDS
@@ -34,15 +37,22 @@ class TaskInfo:
     """The checked :class:`TaskSpec` fields as plain Python values (models keep some)."""
 
     kind: str
-    input_vocab_size: int  # 0 for image inputs
+    input_vocab_size: int  # 0 for image and audio inputs
     target_vocab_size: int
-    input_length: int  # 0 for image inputs
+    input_length: int  # 0 for image and audio inputs
     target_length: int  # 0 where the task kind does not use it
     image_shape: tuple[int, int, int] | None = None  # (H, W, C) for image inputs
+    audio_shape: tuple[int, int] | None = None  # (frames, bins) for audio inputs
 
     @property
     def input_kind(self) -> str:
-        return "tokens" if self.image_shape is None else "image"
+        return _input_kind(self.image_shape, self.audio_shape)
+
+
+def _input_kind(image_shape: Any, audio_shape: Any) -> str:
+    if image_shape is not None:
+        return "image"
+    return "tokens" if audio_shape is None else "audio"
 
 
 def _positive_int(task: TaskSpec, field: str) -> int:
@@ -52,16 +62,17 @@ def _positive_int(task: TaskSpec, field: str) -> int:
     return int(value)
 
 
-def _image_shape(task: Any) -> tuple[int, int, int] | None:
-    shape = getattr(task, "image_shape", None)
+def _shape(task: Any, field: str, axes: str) -> tuple[int, ...] | None:
+    """``task.<field>`` as a tuple of ``len(axes)`` positive ints, or ``None`` if unset."""
+    shape = getattr(task, field, None)
     if shape is None:
         return None
     shape = tuple(shape)
-    if len(shape) != 3 or not all(
+    if len(shape) != len(axes.split(", ")) or not all(
         isinstance(n, int | np.integer) and not isinstance(n, bool) and n >= 1 for n in shape
     ):
-        raise ValueError(f"task.image_shape must be (H, W, C) of positive ints, got {shape!r}")
-    return tuple(int(n) for n in shape)  # type: ignore[return-value]
+        raise ValueError(f"task.{field} must be ({axes}) of positive ints, got {shape!r}")
+    return tuple(int(n) for n in shape)
 
 
 def check_task(
@@ -83,16 +94,23 @@ def check_task(
             f"model {model_name!r} does not handle task kind {kind!r}; it handles "
             f"{', '.join(kinds)}"
         )
-    image_shape = _image_shape(task)
-    input_kind = "tokens" if image_shape is None else "image"
+    image_shape = _shape(task, "image_shape", "H, W, C")
+    audio_shape = _shape(task, "audio_shape", "frames, bins")
+    if image_shape is not None and audio_shape is not None:
+        raise ValueError(
+            f"task has both image_shape {image_shape} and audio_shape {audio_shape}; "
+            "its inputs are one or the other"
+        )
+    input_kind = _input_kind(image_shape, audio_shape)
     if input_kind not in input_kinds:
+        shape = image_shape or audio_shape
         raise ValueError(
             f"model {model_name!r} reads {' or '.join(input_kinds)} inputs, but the task's "
             f"inputs are {input_kind}"
-            + (f" of shape {image_shape}" if image_shape else "")
+            + (f" of shape {shape}" if shape else "")
             + "; pick a model for them"
         )
-    tokens = image_shape is None
+    tokens = input_kind == "tokens"
     return TaskInfo(
         kind=kind,
         input_vocab_size=_positive_int(task, "input_vocab_size") if tokens else 0,
@@ -100,5 +118,6 @@ def check_task(
         input_length=_positive_int(task, "input_length") if tokens else 0,
         # Only seq2seq reads it: the other kinds' targets follow the inputs or are [B].
         target_length=_positive_int(task, "target_length") if kind == "seq2seq" else 0,
-        image_shape=image_shape,
+        image_shape=image_shape,  # type: ignore[arg-type]
+        audio_shape=audio_shape,  # type: ignore[arg-type]
     )

@@ -2,7 +2,7 @@
 
 from attn.nn.attention import POSITIONALS, MultiHeadAttention
 from attn.nn.dropout import Dropout
-from attn.nn.rnn_attention import AdditiveAttention, BilinearAttention
+from attn.nn.rnn_attention import AdditiveAttention, BilinearAttention, LocationAwareAttention
 from attn.nn.transformer import MLP, TransformerBlock, TransformerDecoder, TransformerEncoder
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "AdditiveAttention",
     "BilinearAttention",
     "Dropout",
+    "LocationAwareAttention",
     "MultiHeadAttention",
     "TransformerBlock",
     "TransformerDecoder",

@@ -1,6 +1,7 @@
-"""Single-head attention for RNN encoder-decoders: Bahdanau (additive) and Luong (bilinear).
+"""Single-head attention for RNN encoder-decoders: Bahdanau (additive), Chorowski's
+location-aware additive attention and Luong (bilinear).
 
-Both take a decoder state ``query [B, Dq]`` (one step) or ``[B, T, Dq]`` (all steps) and encoder
+All take a decoder state ``query [B, Dq]`` (one step) or ``[B, T, Dq]`` (all steps) and encoder
 outputs ``keys [B, S, Dk]``, and return the context and the weights, as the papers use both.
 """
 
@@ -17,7 +18,7 @@ from flax import nnx
 import attn
 from attn import masks
 
-__all__ = ["AdditiveAttention", "BilinearAttention"]
+__all__ = ["AdditiveAttention", "BilinearAttention", "LocationAwareAttention"]
 
 Array = jax.Array
 
@@ -120,6 +121,79 @@ class AdditiveAttention(nnx.Module):
         """``(context [B, (T,) Dv], weights [B, (T,) S])``; see the class docstring."""
         score = functools.partial(
             attn.scores.additive, w_q=self.w_q[...], w_k=self.w_k[...], v=self.v[...]
+        )
+        return _attend_one_head(
+            query, keys, values, mask, score, self.weighting, self.query_features, self.key_features
+        )
+
+
+class LocationAwareAttention(AdditiveAttention):
+    """Chorowski et al. (2015) location-aware attention: score
+    ``v^T tanh(W_q q + W_k k + W_loc conv(previous_weights))`` (one head,
+    :func:`attn.scores.location_aware`).
+
+    Params: :class:`AdditiveAttention`'s, ``filters [width, location_filters]`` and
+    ``w_location [location_filters, D]``. A recurrent decoder feeds each step the weights the
+    previous step returned (``previous_weights [B, S]``, or ``[B, T, S]`` for ``T`` queries), so
+    the scores know where the alignment was and can move on from there.
+    ``__call__(query, keys, values=None, *, previous_weights, mask=None)`` returns
+    ``(context, weights)`` as :class:`AdditiveAttention` does.
+    """
+
+    def __init__(
+        self,
+        query_features: int,
+        key_features: int,
+        hidden_features: int,
+        *,
+        location_filters: int = 32,
+        width: int = 31,
+        weighting: Callable[..., Array] | str = "softmax",
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        super().__init__(
+            query_features,
+            key_features,
+            hidden_features,
+            weighting=weighting,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        init = nnx.initializers.lecun_normal()
+        # An alignment sums to 1, so a filter's response stays at the scale of its weights.
+        self.filters = nnx.Param(init(rngs.params(), (width, location_filters), param_dtype))
+        self.w_location = nnx.Param(
+            init(rngs.params(), (location_filters, hidden_features), param_dtype)
+        )
+
+    def __call__(  # type: ignore[override]
+        self,
+        query: Array,
+        keys: Array,
+        values: Array | None = None,
+        *,
+        previous_weights: Array,
+        mask: masks.Mask | Array | None = None,
+    ) -> tuple[Array, Array]:
+        """``(context [B, (T,) Dv], weights [B, (T,) S])``; ``previous_weights`` is shaped like
+        ``weights``."""
+        expected = (*query.shape[:-1], keys.shape[1])
+        got = getattr(previous_weights, "shape", None)
+        if got != expected:
+            raise ValueError(
+                f"previous_weights must be [B, (T,) S] = {list(expected)} for query "
+                f"{query.shape} and keys {keys.shape}, got {got}"
+            )
+        previous_b1ts = previous_weights.reshape(query.shape[0], 1, -1, keys.shape[1])
+        score = functools.partial(
+            attn.scores.location_aware,
+            w_q=self.w_q[...],
+            w_k=self.w_k[...],
+            v=self.v[...],
+            previous_weights=previous_b1ts,
+            filters=self.filters[...],
+            w_location=self.w_location[...],
         )
         return _attend_one_head(
             query, keys, values, mask, score, self.weighting, self.query_features, self.key_features

@@ -29,7 +29,7 @@ from flax import nnx
 
 from attn import data, models
 from attn.models.options import as_config_dict, option, parse_options
-from attn.train.metrics import METRICS
+from attn.train.metrics import ERROR_RATES, METRICS
 from attn.train.optim import build_optimizer
 from attn.train.sharding import MeshOptions, mesh_shape
 
@@ -215,37 +215,45 @@ class Checked:
     learning_rate: Any
 
 
-def _stand_in_batch(
-    kind: str, length: int, image_shape: tuple[int, int, int] | None
-) -> dict[str, jax.ShapeDtypeStruct]:
-    """Shapes of a two-example batch of task ``kind`` (see :class:`attn.data.Task`)."""
+def _stand_in_batch(kind: str, length: int, info: models.TaskInfo) -> dict[str, Any]:
+    """Shapes of a two-example batch of task ``kind`` with ``info``'s inputs (see
+    :class:`attn.data.Task`)."""
     target_shape = (2,) if kind == "classify" else (2, length)
-    inputs = (
-        jax.ShapeDtypeStruct((2, length), jnp.int32)
-        if image_shape is None
-        else jax.ShapeDtypeStruct((2, *image_shape), jnp.float32)
-    )
-    return {
-        "inputs": inputs,
+    batch = {
         "targets": jax.ShapeDtypeStruct(target_shape, jnp.int32),
         "weights": jax.ShapeDtypeStruct(target_shape, jnp.float32),
     }
+    if info.image_shape is not None:
+        batch["inputs"] = jax.ShapeDtypeStruct((2, *info.image_shape), jnp.float32)
+    elif info.audio_shape is not None:
+        batch["inputs"] = jax.ShapeDtypeStruct((2, *info.audio_shape), jnp.float32)
+        batch["input_lengths"] = jax.ShapeDtypeStruct((2,), jnp.int32)
+    else:
+        batch["inputs"] = jax.ShapeDtypeStruct((2, length), jnp.int32)
+    return batch
 
 
-def _trace_model(options: Any, kind: str, image_shape: tuple[int, int, int] | None) -> None:
+def _trace_model(
+    options: Any,
+    kind: str,
+    image_shape: tuple[int, int, int] | None,
+    audio_shape: tuple[int, int] | None,
+) -> None:
     """Build the model and run a training forward pass and a prediction on a stand-in task of
-    ``kind`` (with the dataset's image shape, if any) as shapes only (``jax.eval_shape``):
-    every check of the modules and of the attention implementations runs, nothing is
-    compiled."""
+    ``kind`` (with the dataset's image or audio shape, if any) as shapes only
+    (``jax.eval_shape``): every check of the modules and of the attention implementations
+    runs, nothing is compiled."""
     length = 8
-    task = models.TaskInfo(kind, length, length, length, length, image_shape)
+    task = models.TaskInfo(
+        kind, length, length, length, length, image_shape, audio_shape=audio_shape
+    )
 
     def forward(batch: dict[str, jax.Array]) -> Any:
         model = models.build_model(options, task, rngs=nnx.Rngs(0))
         return model(batch, deterministic=False), model.predict(batch)
 
     try:
-        jax.eval_shape(forward, _stand_in_batch(kind, length, image_shape))
+        jax.eval_shape(forward, _stand_in_batch(kind, length, task))
     except (ValueError, TypeError) as error:
         raise ValueError(f"model ({options.name}): {error}") from None
 
@@ -289,7 +297,8 @@ def validate(config: ml_collections.ConfigDict) -> Checked:
             f"{', '.join(n for n, m in models.MODELS.items() if dataset.kind in m.kinds)}"
         )
     image_shape = data.image_shape_of(config.data)
-    input_kind = "tokens" if image_shape is None else "image"
+    audio_shape = data.audio_shape_of(config.data)
+    input_kind = "image" if image_shape else "audio" if audio_shape else "tokens"
     if input_kind not in model_class.input_kinds:
         raise ValueError(
             f"model.name: {model.name!r} reads {' or '.join(model_class.input_kinds)} inputs, "
@@ -305,6 +314,16 @@ def validate(config: ml_collections.ConfigDict) -> Checked:
         raise ValueError(
             f"train.best_metric='bleu4' is reported for image captioning only, not for "
             f"dataset {dataset.name!r}"
+        )
+    transcribes = audio_shape is not None and dataset.kind == "seq2seq"
+    if train.best_metric in ERROR_RATES and not transcribes:
+        raise ValueError(
+            f"train.best_metric={train.best_metric!r} is reported for speech recognition only, "
+            f"not for dataset {dataset.name!r}"
+        )
+    if train.best_metric in ERROR_RATES and train.best_mode != "min":
+        raise ValueError(
+            f"train.best_metric={train.best_metric!r} is an error rate: set train.best_mode='min'"
         )
     if train.best_metric == "localisation" and dataset.name != "shapes_captions":
         raise ValueError(
@@ -328,7 +347,7 @@ def validate(config: ml_collections.ConfigDict) -> Checked:
             f"data.batch_size={batch_size} must be a multiple of the {devices} devices (of all "
             "processes)"
         )
-    _trace_model(model, dataset.kind, image_shape)
+    _trace_model(model, dataset.kind, image_shape, audio_shape)
     return Checked(dataset, model, optim, train, optimizer, learning_rate)
 
 

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from attn.data.images import to_pixels
-from attn.data.tokenizers import EOS_ID
 from attn.train.image_plots import attention_rollout, plot_region_attention
+from attn.train.plots import tokens_through_eos
 
 __all__ = ["image_attention_plots", "vit_panels"]
 
@@ -48,7 +48,7 @@ def image_attention_plots(experiment: Any, batch: dict[str, np.ndarray], tag: st
         words_bu = np.asarray(model.predict(arrays))
         alignment_bup = np.asarray(model.word_alignment(arrays)).mean(axis=1)  # over heads
         for index, words in enumerate(words_bu):
-            count = _words_through_eos(words)
+            count = tokens_through_eos(words)
             labels = task.target_tokenizer.token_strings(words[:count])
             panels = [(f"{i}: {label}", alignment_bup[index, i]) for i, label in enumerate(labels)]
             caption = task.target_tokenizer.decode(words)
@@ -81,9 +81,3 @@ def image_attention_plots(experiment: Any, batch: dict[str, np.ndarray], tag: st
             )
         )
     return paths
-
-
-def _words_through_eos(words: np.ndarray) -> int:
-    """How many tokens to show: up to and including the first EOS (all if there is none)."""
-    eos = np.flatnonzero(np.asarray(words) == EOS_ID)
-    return int(eos[0]) + 1 if len(eos) else len(words)

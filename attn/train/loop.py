@@ -48,6 +48,8 @@ from attn.train.image_attention import image_attention_plots
 from attn.train.interrupt import TrainingInterrupted, stop_requests
 from attn.train.plots import plot_attention, plot_curves
 from attn.train.prefetch import Prefetcher
+from attn.train.speech_metrics import TranscriptScores
+from attn.train.speech_plots import speech_attention_plots
 from attn.train.writer import MetricWriter, read_metrics
 
 
@@ -298,18 +300,23 @@ class Experiment:
         step, self.state = restored  # placed as the abstract state's shardings say
         return step
 
-    @property
-    def captions_images(self) -> bool:
-        """Whether the task writes text about images (scored by :class:`CaptionScores`)."""
-        return self.task.image_shape is not None and self.task.kind == "seq2seq"
+    def _text_scores(self) -> CaptionScores | TranscriptScores | None:
+        """What scores the decoded text of a seq2seq task over images (captions) or audio
+        (transcripts) on the host; None for other tasks."""
+        if self.task.kind != "seq2seq":
+            return None
+        if self.task.image_shape is not None:
+            return CaptionScores(self.task.target_tokenizer, self.model(self.host_params()))
+        if self.task.audio_shape is not None:
+            return TranscriptScores(self.task.target_tokenizer, self.model(self.host_params()))
+        return None
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Loss, accuracy and sequence accuracy over ``split`` (``train.eval_batches`` at
-        most); for captions also BLEU-4 and attention localisation."""
+        most); for captions also BLEU-4 and attention localisation, for transcripts CER,
+        WER and the alignment's monotonicity."""
         totals: dict[str, float] = {}
-        scores = None
-        if self.captions_images:
-            scores = CaptionScores(self.task.target_tokenizer, self.model(self.host_params()))
+        scores = self._text_scores()
         for batch in self.task.eval_batches(split, max_batches=self.config.train.eval_batches):
             sums, predictions = self._eval_step(self.state["params"], self.shard(batch))
             for name, value in sums.items():
@@ -331,6 +338,8 @@ class Experiment:
         for images the attention drawn over the image."""
         if self.task.image_shape is not None:
             return image_attention_plots(self, batch, tag)
+        if self.task.audio_shape is not None:
+            return speech_attention_plots(self, batch, tag)
         model = self.model(self.host_params())
         maps = model.attention_maps({name: jnp.asarray(value) for name, value in batch.items()})
         paths = []
@@ -487,11 +496,7 @@ def evaluate_and_log(experiment: Experiment, step: int, writer: MetricWriter) ->
         return evaluation
     experiment.plot("test")
     plot_curves(read_metrics(experiment.workdir), experiment.workdir / "plots" / "curves.png")
-    tqdm.write(
-        f"step {step}: eval loss {evaluation['loss']:.4f} accuracy "
-        f"{evaluation['accuracy']:.4f} sequence_accuracy "
-        f"{evaluation['sequence_accuracy']:.4f}"
-    )
+    tqdm.write(f"step {step}: eval {_short(evaluation)}")
     return evaluation
 
 

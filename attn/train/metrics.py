@@ -10,9 +10,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-# What finalize() reports, and the caption scores (attn.train.caption_metrics): the names
-# train.best_metric may take.
-METRICS = ("loss", "accuracy", "sequence_accuracy", "bleu4", "localisation")
+# Error rates of speech recognition (attn.train.speech_metrics): lower is better.
+ERROR_RATES = ("cer", "wer")
+# What finalize() reports, the caption scores (attn.train.caption_metrics) and the error
+# rates: the names train.best_metric may take.
+METRICS = ("loss", "accuracy", "sequence_accuracy", "bleu4", "localisation", *ERROR_RATES)
 
 
 def metric_sums(

@@ -13,6 +13,8 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 import numpy as np
 
+from attn.data.tokenizers import EOS_ID
+
 MAX_LABELLED_TOKENS = 64  # beyond this tick labels overlap into a black bar
 
 
@@ -47,6 +49,12 @@ def plot_attention(
     return save_figure(figure, path, title=title)
 
 
+def tokens_through_eos(tokens: np.ndarray) -> int:
+    """How many tokens to show: up to and including the first EOS (all if there is none)."""
+    eos = np.flatnonzero(np.asarray(tokens) == EOS_ID)
+    return int(eos[0]) + 1 if len(eos) else len(tokens)
+
+
 def save_figure(figure: Any, path: Path, *, title: str = "", dpi: int = 90) -> Path:
     """Title, lay out and write ``figure`` to ``path`` (folders created), then close it."""
     figure.suptitle(title, fontsize=9)
@@ -60,7 +68,7 @@ def save_figure(figure: Any, path: Path, *, title: str = "", dpi: int = 90) -> P
 def plot_curves(
     records: list[dict[str, Any]],
     path: Path,
-    metrics: Sequence[str] = ("loss", "accuracy", "sequence_accuracy"),
+    metrics: Sequence[str] = ("loss", "accuracy", "sequence_accuracy", "cer", "wer"),
 ) -> Path | None:
     """``metrics`` (those present) against step for every split in ``metrics.jsonl`` records."""
     names = [name for name in metrics if any(name in r for r in records)]
