@@ -26,7 +26,7 @@ ARGS = ("smoke",)
 
 def get_config(arg: str | None = None):
     config = base_config(model="las")
-    config.data.update(name="spoken_strings", batch_size=32)
+    config.data.update(name="spoken_strings", batch_size=32, max_frames=300)
     config.model.update(cell="lstm", embed_features=32, hidden_features=128, pyramid_layers=3)
     config.model.attention.update(location_filters=16, location_width=15)
     config.optim.update(
@@ -35,8 +35,8 @@ def get_config(arg: str | None = None):
         schedule_kwargs={"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 200},
     )
     config.train.update(
-        num_steps=3000,
-        eval_every=500,
+        num_steps=1500,
+        eval_every=250,
         eval_batches=8,
         checkpoint_every=250,
         log_every=50,

@@ -26,7 +26,7 @@ ARGS = ("smoke",)
 
 def get_config(arg: str | None = None):
     config = base_config(model="speech_transformer")
-    config.data.update(name="spoken_strings", batch_size=32)
+    config.data.update(name="spoken_strings", batch_size=32, max_frames=300)
     config.model.update(
         num_layers=2,
         num_heads=4,
@@ -41,8 +41,8 @@ def get_config(arg: str | None = None):
         schedule_kwargs={"init_value": 0.0, "peak_value": 1.0, "warmup_steps": 300},
     )
     config.train.update(
-        num_steps=3000,
-        eval_every=500,
+        num_steps=1500,
+        eval_every=250,
         eval_batches=8,
         checkpoint_every=250,
         log_every=50,

@@ -71,7 +71,7 @@ def plot_alignment(
 
 def speech_attention_plots(experiment: Any, batch: dict[str, np.ndarray], tag: str) -> list[Path]:
     """Draw every example of ``batch`` (audio inputs) into ``workdir/plots`` as
-    ``alignment_example{i}{tag}.png``: for a recogniser each decoded character's attention
+    ``attention_frames_example{i}{tag}.png``: for a recogniser each decoded character's attention
     over time, for a keyword classifier each last-layer head's attention received by each
     time step (averaged over the real steps that attend); returns the paths."""
     task = experiment.task
@@ -104,7 +104,7 @@ def speech_attention_plots(experiment: Any, batch: dict[str, np.ndarray], tag: s
                 rows_ks[: len(labels[index])],
                 labels[index],
                 model.frame_stride,
-                experiment.workdir / "plots" / f"alignment_example{index}{tag}.png",
+                experiment.workdir / "plots" / f"attention_frames_example{index}{tag}.png",
                 title=f"{task.name} example {index}: heard {heard!r}"
                 + (f", said {said!r}" if said else ""),
             )

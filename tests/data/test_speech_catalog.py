@@ -1,9 +1,7 @@
 """Catalog speech datasets (spoken_digit, speech_commands, librispeech) on mock records.
 
-As for the catalog images (tests/data/mock_images.py), records come through
-``tfds.testing.mock_data(as_data_source_fn=...)``: tfds resolves the real builders (their info
-built without TensorFlow by attn.data.tfds_audio), only the records are ours, shaped as
-array_record returns them.
+Records come from tests/data/mock_speech.py: tfds resolves the real builders (their info built
+without TensorFlow by attn.data.tfds_audio), only the records are ours.
 """
 
 from __future__ import annotations
@@ -18,52 +16,11 @@ import attn.data
 from attn.data import audio_features
 from attn.data.speech import SPEECH_COMMANDS_LABELS
 from attn.data.tfds_audio import AUDIO_OVERRIDES
-
-_RNG = np.random.default_rng(0)
-
-
-def _clip(seconds: float, rate: int, dtype=np.int16) -> np.ndarray:
-    return (_RNG.standard_normal(int(seconds * rate)) * 3000).astype(dtype)
-
-
-RECORDS = {
-    "spoken_digit": {
-        "train": [
-            {
-                "audio": _clip(0.3 + 0.05 * i, 8_000, np.int64),
-                "label": i % 10,
-                "audio/filename": f"{i % 10}_jackson_{i}.wav".encode(),
-            }
-            for i in range(8)
-        ]
-    },
-    "speech_commands": {
-        split: [{"audio": _clip(1.0, 16_000), "label": i % 12} for i in range(count)]
-        for split, count in (("train", 6), ("validation", 3), ("test", 5))
-    },
-    "librispeech": {
-        split: [
-            {
-                "speech": _clip(0.5 + 0.1 * i, 16_000),
-                "text": b"HE SAID IT'S MINE" if i % 2 else b"A CHAPTER",
-                "speaker_id": 7,
-                "chapter_id": 3,
-                "id": f"7-3-{i}".encode(),
-            }
-            for i in range(3)
-        ]
-        for split in ("train_clean100", "dev_clean", "test_clean", "test_other")
-    },
-}
+from data.mock_speech import mock_speech_data
 
 
 def _task(name: str, data_dir, **options) -> attn.data.Task:
-    def as_data_source(self, split, **kwargs):
-        splits = split if isinstance(split, list) else [split]
-        sources = [RECORDS[self.name][str(s)] for s in splits]
-        return sources if isinstance(split, list) else sources[0]
-
-    with tfds.testing.mock_data(as_data_source_fn=as_data_source):
+    with mock_speech_data():
         return attn.data.get_task(
             {"name": name, "data_dir": str(data_dir), "batch_size": 2, **options}
         )

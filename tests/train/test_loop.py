@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from data.mock_images import mock_image_data
+from data.mock_speech import mock_speech_data
 
 from attn import cli
 from attn.train import NonFiniteLossError, load_config, train_and_evaluate
@@ -31,12 +32,15 @@ pytestmark = pytest.mark.slow
 
 CATALOG_DATASETS = {"tiny_shakespeare", "imdb_reviews"}
 CATALOG_IMAGES = {"mnist", "cifar10", "coco_captions"}
+CATALOG_SPEECH = {"spoken_digit", "speech_commands", "librispeech"}
 
 
 def _mock_catalog(name: str):
     """Catalog datasets cannot be downloaded here: their real loaders read mock records."""
     if name in CATALOG_IMAGES:
         return mock_image_data()
+    if name in CATALOG_SPEECH:
+        return mock_speech_data()
     if name in CATALOG_DATASETS:
         return tfds.testing.mock_data(num_examples=4)
     return contextlib.nullcontext()
