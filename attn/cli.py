@@ -1,6 +1,7 @@
 """The ``attn`` command: run experiments, evaluate and plot checkpoints, benchmark kernels.
 
 attn run experiments/dates.py[:smoke] --workdir workdirs/dates [--config.KEY=VALUE ...]
+attn run ... --coordinator HOST:PORT --num-processes N --process-id I   (one of N processes)
 attn eval --workdir workdirs/dates [--split test] [--checkpoint best]
 attn plot --workdir workdirs/dates [--text "3rd of March 2021"] [--examples 2]
 attn plot --workdir workdirs/captions [--image photo.png]
@@ -69,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="where config.json, metrics.jsonl, checkpoints/ and plots/ go",
     )
+    # Unset: jax.distributed detects Slurm, Open MPI, Cloud TPU and Kubernetes by itself.
+    run.add_argument(
+        "--coordinator",
+        help="HOST:PORT of process 0, for a run of several processes started by hand "
+        "(default: $ATTN_COORDINATOR, or a detected cluster environment)",
+    )
+    run.add_argument(
+        "--num-processes", help="how many processes train together ($ATTN_NUM_PROCESSES)"
+    )
+    run.add_argument("--process-id", help="this process's index, 0 to N-1 ($ATTN_PROCESS_ID)")
 
     sweep = commands.add_parser(
         "sweep",
@@ -167,6 +178,12 @@ def _load_workdir(workdir: str, checkpoint: str):
 
     workdir_lib.require_directory(Path(workdir), create=False)
     config = workdir_lib.read_config(Path(workdir) / workdir_lib.CONFIG_FILE)
+    if "mesh" in config.train:
+        from attn.models.options import as_config_dict
+        from attn.train.sharding import MeshOptions
+
+        # The run's mesh may not fit this machine; orbax reads a checkpoint onto any layout.
+        config.train.mesh = as_config_dict(MeshOptions())
     experiment = _loop(config).Experiment(config, workdir, read_only=True)
     try:
         step = experiment.restore(checkpoint)
@@ -187,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     try:
         if args.command == "run":
-            return _run(args.config, args.workdir, extra)
+            return _run(args, extra)
         if args.command == "sweep":
             return _sweep(args, _split_overrides(extra))
         if extra:
@@ -217,12 +234,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(config_spec: str, workdir: str, extra: list[str]) -> int:
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
     """``attn run``: 0 when done, 130 on Ctrl-C (after the loop saved a checkpoint)."""
-    from attn.train import TrainingInterrupted, load_config
+    from attn.train import TrainingInterrupted, distributed, load_config
     from attn.train.config import apply_override
 
-    config = load_config(config_spec)
+    # Before anything touches a device: the processes must find each other first.
+    distributed.initialize(
+        distributed.cluster_from(args.coordinator, args.num_processes, args.process_id)
+    )
+    workdir = args.workdir
+    config = load_config(args.config)
     for key, value in _split_overrides(extra):
         apply_override(config, key, value)
     try:

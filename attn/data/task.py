@@ -131,14 +131,18 @@ class Task:
         """Training steps that see every train example once (batches straddle epochs)."""
         return max(1, self.num_examples("train") // self.batch_size)
 
-    def train_batch(self, step: int) -> dict[str, np.ndarray]:
-        """Batch number ``step`` of the shuffled, endlessly repeated train split."""
+    def train_batch(self, step: int, rows: slice | None = None) -> dict[str, np.ndarray]:
+        """Batch number ``step`` of the shuffled, endlessly repeated train split; with ``rows``
+        only those rows of it (one process's share), the same values as in the whole batch."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"step must be an int >= 0, got {step!r}")
-        batch = self._read("train", self._train_order[int(step)])
-        if self.augment is not None:
-            batch = self.augment(batch, np.random.default_rng([self.seed, int(step), _AUGMENT]))
-        return batch
+        order = self._train_order[int(step)]
+        if self.augment is None:
+            return self._read("train", order[rows or slice(None)])
+        # The augmentation draws its randomness for the whole batch: rows are cut afterwards.
+        batch = self._read("train", order)
+        batch = self.augment(batch, np.random.default_rng([self.seed, int(step), _AUGMENT]))
+        return {key: value[rows or slice(None)] for key, value in batch.items()}
 
     def eval_batches(
         self, split: str = "test", max_batches: int | None = None

@@ -21,6 +21,7 @@ from attn import masks
 from attn.batch_axes import BatchAxes
 from attn.kernels.request import concrete
 from attn.nn.dropout import Dropout, maybe_active
+from attn.nn.sharding import FSDP, fsdp_axes
 
 __all__ = ["POSITIONALS", "MultiHeadAttention"]
 
@@ -373,10 +374,16 @@ class MultiHeadAttention(nnx.Module):
             precision=precision,
             rngs=rngs,
         )
-        self.query = linear(in_features, num_heads * head_dim, **inits)
-        self.key = linear(kv_features, num_kv_heads * head_dim, **inits)
-        self.value = linear(kv_features, num_kv_heads * head_dim, **inits)
-        self.out = linear(num_heads * head_dim, out_features, **out_inits)
+        # Fully sharded data parallelism splits every kernel along the model's feature axis.
+        into_heads, out_of_heads = fsdp_axes(FSDP, None), fsdp_axes(None, FSDP)
+        self.query = linear(in_features, num_heads * head_dim, kernel_metadata=into_heads, **inits)
+        self.key = linear(kv_features, num_kv_heads * head_dim, kernel_metadata=into_heads, **inits)
+        self.value = linear(
+            kv_features, num_kv_heads * head_dim, kernel_metadata=into_heads, **inits
+        )
+        self.out = linear(
+            num_heads * head_dim, out_features, kernel_metadata=out_of_heads, **out_inits
+        )
         norms = {"query_norm": None, "key_norm": None, "query_ln": None, "key_ln": None}
         if qk_norm:
             norm = functools.partial(nnx.RMSNorm, dtype=dtype, param_dtype=param_dtype, rngs=rngs)

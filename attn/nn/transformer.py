@@ -13,6 +13,7 @@ from flax import nnx
 from attn import masks
 from attn.nn.attention import MultiHeadAttention
 from attn.nn.dropout import Dropout, maybe_active
+from attn.nn.sharding import FSDP, fsdp_axes
 
 __all__ = ["MLP", "TransformerBlock", "TransformerDecoder", "TransformerEncoder"]
 
@@ -56,10 +57,11 @@ class MLP(nnx.Module):
         linear = functools.partial(
             nnx.Linear, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs
         )
-        self.hidden = linear(features, mlp_features)
+        # Fully sharded data parallelism splits both kernels along the model's feature axis.
+        self.hidden = linear(features, mlp_features, kernel_metadata=fsdp_axes(FSDP, None))
         self.activation = _lookup(ACTIVATIONS, activation, "activation")
         self.dropout = Dropout(dropout_rate, rngs=rngs if maybe_active(dropout_rate) else None)
-        self.output = linear(mlp_features, features)
+        self.output = linear(mlp_features, features, kernel_metadata=fsdp_axes(None, FSDP))
 
     def __call__(self, x: Array, *, deterministic: bool | None = None) -> Array:
         """``[..., D] -> [..., D]``."""

@@ -244,6 +244,11 @@ def train_and_evaluate(
     final train and eval records and the best eval record, as the supervised
     :func:`attn.train.train_and_evaluate` does (``on_eval`` too)."""
     checked = rl_config.validate(config)  # before the workdir is touched
+    if jax.process_count() > 1:
+        raise ValueError(
+            f"RL runs train on one process; this one is one of {jax.process_count()} (run "
+            "`attn run` without --coordinator/--num-processes/--process-id)"
+        )
     return run_in_workdir(
         config,
         workdir,

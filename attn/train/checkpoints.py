@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+from attn.train import distributed
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +25,8 @@ class Checkpoints:
     leaves only complete checkpoints behind. A checkpoint damaged afterwards (a truncated file)
     is skipped on restore in favour of the newest readable one. ``read_only`` ones (for
     evaluating a workdir, maybe while its run goes on) create, clean up and move nothing, and
-    are not saved with.
+    are not saved with. Under ``jax.distributed`` every process makes the same calls (orbax
+    writes each process's shards and process 0 the metadata).
     """
 
     def __init__(
@@ -112,7 +116,10 @@ class Checkpoints:
             logger.warning("checkpoint %s is unreadable (%s); skipped", path, error)
             return
         aside = path.with_name(f"{step}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
-        path.rename(aside)
+        if distributed.is_primary():
+            path.rename(aside)
+        # Every process must then list the same steps, or they would disagree on what to save.
+        multihost_utils.sync_global_devices(f"checkpoint {path} moved aside")
         manager.reload()
         logger.warning("checkpoint %s is unreadable (%s); moved to %s", path, error, aside)
 

@@ -31,6 +31,7 @@ from attn import data, models
 from attn.models.options import as_config_dict, option, parse_options
 from attn.train.metrics import ERROR_RATES, METRICS
 from attn.train.optim import build_optimizer
+from attn.train.sharding import MeshOptions, mesh_shape
 
 __all__ = [
     "SECTIONS",
@@ -82,6 +83,7 @@ class TrainOptions:
     plot_examples: int = option(1, minimum=0)
     sample_tokens: int = option(0, minimum=0)  # language models: tokens sampled at each eval
     sample_prompt: str = ""
+    mesh: MeshOptions = option(MeshOptions())  # devices per mesh axis, "data" and "fsdp"
 
 
 def base_config(model: str | None = None) -> ml_collections.ConfigDict:
@@ -333,15 +335,17 @@ def validate(config: ml_collections.ConfigDict) -> Checked:
             f"train.sample_tokens={train.sample_tokens}: model {model.name!r} does not sample "
             "text (language models do); set it to 0"
         )
-    batch_size, devices = config.data.batch_size, jax.local_device_count()
+    batch_size, devices = config.data.batch_size, jax.device_count()
     if batch_size % train.accumulation_steps:
         raise ValueError(
             f"data.batch_size={batch_size} must be a multiple of "
             f"train.accumulation_steps={train.accumulation_steps}"
         )
+    mesh_shape(train.mesh, devices)
     if batch_size % devices:
         raise ValueError(
-            f"data.batch_size={batch_size} must be a multiple of the {devices} local devices"
+            f"data.batch_size={batch_size} must be a multiple of the {devices} devices (of all "
+            "processes)"
         )
     _trace_model(model, dataset.kind, image_shape, audio_shape)
     return Checked(dataset, model, optim, train, optimizer, learning_rate)

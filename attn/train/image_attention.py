@@ -40,7 +40,7 @@ def _layer_number(name: str) -> int:
 def image_attention_plots(experiment: Any, batch: dict[str, np.ndarray], tag: str) -> list[Path]:
     """Draw every example of ``batch`` into ``workdir/plots``; returns the paths."""
     task = experiment.task
-    model = experiment.model(experiment.state["params"])
+    model = experiment.model(experiment.host_params())
     arrays = {name: jnp.asarray(value) for name, value in batch.items()}
     plots = experiment.workdir / "plots"
     paths = []

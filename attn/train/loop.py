@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
@@ -37,7 +38,9 @@ from tqdm.auto import tqdm
 from attn import data, models
 from attn.models.options import with_values
 from attn.train import config as config_lib
+from attn.train import distributed
 from attn.train import metrics as metrics_lib
+from attn.train import sharding as sharding_lib
 from attn.train import workdir as workdir_lib
 from attn.train.caption_metrics import CaptionScores
 from attn.train.checkpoints import Checkpoints
@@ -81,26 +84,42 @@ class Experiment:
         self.config = config
         self.workdir = Path(workdir)
         self.task = data.get_task(config.data)
-        # Auto axes: the batch is split over "data" and XLA propagates the rest (parameters
-        # replicated), with no per-op sharding annotations needed in the models.
-        self.mesh = jax.make_mesh(
-            (jax.local_device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,)
-        )
+        # All devices of all processes, see attn.train.sharding: batches split over all of
+        # them, parameters and optimizer state whole or split over "fsdp".
+        self.mesh = sharding_lib.make_mesh(checked.train.mesh)
+        self.batch_sharding = NamedSharding(self.mesh, sharding_lib.BATCH)
         seed = config.train.seed
-        model = models.build_model(
-            checked.model, self.task, rngs=nnx.Rngs(params=seed, dropout=seed + 1)
-        )
         self.options = checked.model
-        self.graphdef, params, self.rest = nnx.split(model, nnx.Param, ...)
         self.tx, self.learning_rate = checked.optimizer, checked.learning_rate
         # What the train step takes as arguments rather than constants, so that a sweep can
         # vmap it over trials (see attn.train.sweep.vmapped): the dropout key's base and the
         # float model options that vary (none in a run of its own).
         self.trial_values: dict[str, Any] = {"rng": jax.random.key(seed + 2), "model": {}}
-        replicated = NamedSharding(self.mesh, P())
-        self.state = jax.device_put(
-            {"params": params, "opt_state": self.tx.init(params), "step": jnp.int32(0)}, replicated
+
+        def build() -> nnx.Module:
+            return models.build_model(
+                checked.model, self.task, rngs=nnx.Rngs(params=seed, dropout=seed + 1)
+            )
+
+        def initial_state() -> tuple[dict[str, Any], Any]:
+            _, params, rest = nnx.split(build(), nnx.Param, ...)
+            return {"params": params, "opt_state": self.tx.init(params), "step": jnp.int32(0)}, rest
+
+        # Shapes first, then every array made where it lives: a model too big for one device
+        # is never whole on one.
+        self.graphdef, abstract_params, _ = nnx.split(nnx.eval_shape(build), nnx.Param, ...)
+        self.state_shardings = sharding_lib.state_shardings(
+            self.tx,
+            abstract_params,
+            sharding_lib.parameter_shardings(abstract_params, self.mesh),
+            self.mesh,
         )
+        whole = NamedSharding(self.mesh, P())
+        self.state, rest = jax.jit(initial_state, out_shardings=(self.state_shardings, whole))()
+        # The other variables (random streams' keys and counts) as this process's own copy:
+        # the steps take them as constants, and host-side calls (plots) compute with them.
+        self.rest = jax.tree.map(lambda x: x.addressable_data(0), rest)
+        self._host_params: tuple[int, Any] | None = None  # (step, params), see host_params
         self.checkpoints = Checkpoints(
             self.workdir,
             max_to_keep=config.train.max_to_keep,
@@ -108,7 +127,13 @@ class Experiment:
             best_mode=config.train.best_mode,
             read_only=read_only,
         )
-        self._train_step = jax.jit(self._train_step_fn, donate_argnums=0)
+        # The state keeps its layout from step to step (XLA would choose one otherwise).
+        whole_outputs = NamedSharding(self.mesh, P())
+        self._train_step = jax.jit(
+            self._train_step_fn,
+            donate_argnums=0,
+            out_shardings=(self.state_shardings, whole_outputs, whole_outputs),
+        )
         self._eval_step = jax.jit(self._eval_step_fn)
         self._params_finite = jax.jit(self._all_finite)
         if config.train.sample_tokens:
@@ -209,7 +234,51 @@ class Experiment:
     # ------------------------------------------------------------------ host side
 
     def shard(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        return jax.device_put(batch, NamedSharding(self.mesh, P("data")))
+        """``batch`` (the whole global batch, the same on every process) split over the mesh;
+        each process places the rows its devices hold."""
+        return {
+            name: jax.make_array_from_callback(
+                value.shape, self.batch_sharding, lambda index, value=value: value[index]
+            )
+            for name, value in batch.items()
+        }
+
+    def process_rows(self, batch_size: int) -> slice:
+        """The rows of a global batch of ``batch_size`` that this process's devices hold (one
+        contiguous block: ``jax.make_mesh`` orders the devices by process)."""
+        blocks = [
+            range(batch_size)[index[0]]
+            for index in self.batch_sharding.addressable_devices_indices_map((batch_size,)).values()
+        ]
+        start, stop = min(b.start for b in blocks), max(b.stop for b in blocks)
+        if sum(len(b) for b in set(blocks)) != stop - start:
+            raise ValueError(f"this process's devices hold scattered rows of the batch: {blocks}")
+        return slice(start, stop)
+
+    def train_batch(self, step: int) -> dict[str, jax.Array]:
+        """Global train batch ``step`` on the mesh. Each process reads only its own rows of
+        ``task.train_batch(step)``, so the global batch is the one a single process reads."""
+        size = self.config.data.batch_size
+        rows = self.task.train_batch(step, rows=self.process_rows(size))
+        return {
+            name: jax.make_array_from_process_local_data(
+                self.batch_sharding, value, (size, *value.shape[1:])
+            )
+            for name, value in rows.items()
+        }
+
+    def host_params(self) -> Any:
+        """The parameters as arrays this process computes with outside the compiled steps
+        (plots, samples, caption scores). On several processes a local copy gathered from all
+        of them: a collective, so every process calls it (once per step; it is kept)."""
+        params = self.state["params"]
+        if all(x.is_fully_addressable for x in jax.tree.leaves(params)):
+            return params
+        step = int(self.state["step"])
+        if self._host_params is None or self._host_params[0] != step:
+            gathered = multihost_utils.process_allgather(params, tiled=True)
+            self._host_params = (step, jax.tree.map(jnp.asarray, gathered))
+        return self._host_params[1]
 
     def restore(
         self, which: str = "latest", *, missing_ok: bool = False, step: int | None = None
@@ -228,8 +297,7 @@ class Experiment:
                     f"no {wanted} checkpoint in {self.workdir / 'checkpoints' / which}"
                 )
             return 0
-        step, state = restored
-        self.state = jax.device_put(state, NamedSharding(self.mesh, P()))
+        step, self.state = restored  # placed as the abstract state's shardings say
         return step
 
     def _text_scores(self) -> CaptionScores | TranscriptScores | None:
@@ -238,9 +306,9 @@ class Experiment:
         if self.task.kind != "seq2seq":
             return None
         if self.task.image_shape is not None:
-            return CaptionScores(self.task.target_tokenizer, self.model(self.state["params"]))
+            return CaptionScores(self.task.target_tokenizer, self.model(self.host_params()))
         if self.task.audio_shape is not None:
-            return TranscriptScores(self.task.target_tokenizer, self.model(self.state["params"]))
+            return TranscriptScores(self.task.target_tokenizer, self.model(self.host_params()))
         return None
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
@@ -254,7 +322,7 @@ class Experiment:
             for name, value in sums.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
             if scores is not None:
-                scores.update(batch, np.asarray(predictions))
+                scores.update(batch, multihost_utils.process_allgather(predictions, tiled=True))
         return {**metrics_lib.finalize(totals), **(scores.result() if scores else {})}
 
     def plot(self, split: str = "test", tag: str = "", count: int | None = None) -> list[Path]:
@@ -272,7 +340,7 @@ class Experiment:
             return image_attention_plots(self, batch, tag)
         if self.task.audio_shape is not None:
             return speech_attention_plots(self, batch, tag)
-        model = self.model(self.state["params"])
+        model = self.model(self.host_params())
         maps = model.attention_maps({name: jnp.asarray(value) for name, value in batch.items()})
         paths = []
         for index in range(len(batch["inputs"])):
@@ -305,7 +373,7 @@ class Experiment:
         )
 
     def sample_text(self) -> str:
-        tokens = self._sample(self.state["params"], self.state["step"])
+        tokens = self._sample(self.host_params(), int(self.state["step"]))
         return self.task.tokenizer.decode(np.asarray(tokens[0]).tolist())
 
     def close(self) -> None:
@@ -410,9 +478,13 @@ class TrainLog:
 
 
 def evaluate_and_log(experiment: Experiment, step: int, writer: MetricWriter) -> dict[str, Any]:
-    """Evaluate, log and plot at ``step``; keep the state in ``best/`` if it is the best."""
+    """Evaluate, log and plot at ``step``; keep the state in ``best/`` if it is the best.
+
+    Every process computes the same evaluation (each its devices' share of every batch) and
+    takes part in the save; process 0 alone writes the logs and plots."""
     train = experiment.config.train
     evaluation = experiment.evaluate("test")
+    experiment.host_params()  # on every process: the copy plots and samples use is gathered
     if train.sample_tokens:
         evaluation["sample"] = experiment.sample_text()
         tqdm.write(f"step {step} sample: {evaluation['sample']!r}")
@@ -420,6 +492,8 @@ def evaluate_and_log(experiment: Experiment, step: int, writer: MetricWriter) ->
     experiment.checkpoints.save_if_best(
         step, experiment.state, {train.best_metric: evaluation[train.best_metric]}
     )
+    if not distributed.is_primary():
+        return evaluation
     experiment.plot("test")
     plot_curves(read_metrics(experiment.workdir), experiment.workdir / "plots" / "curves.png")
     tqdm.write(f"step {step}: eval {_short(evaluation)}")
@@ -463,13 +537,22 @@ def _train(
 
     On Ctrl-C: a checkpoint of the last finished step, then :class:`TrainingInterrupted`.
     """
-    train, workdir, task = experiment.config.train, experiment.workdir, experiment.task
+    train, workdir = experiment.config.train, experiment.workdir
     last = train.num_steps
     final: dict[str, Any] = {}
-    writer = MetricWriter(workdir, resume_step=start)
-    bar = tqdm(total=last, initial=start, desc=workdir.name, unit="step", dynamic_ncols=True)
+    primary = distributed.is_primary()
+    writer = MetricWriter(workdir, resume_step=start, enabled=primary)
+    bar = tqdm(
+        total=last,
+        initial=start,
+        desc=workdir.name,
+        unit="step",
+        dynamic_ncols=True,
+        disable=not primary,
+    )
     log = TrainLog(experiment, writer, bar)
-    batches = Prefetcher(lambda i: experiment.shard(task.train_batch(i)), range(start, last))
+    # Batch i + 1 is read and placed while the devices run step i.
+    batches = Prefetcher(experiment.train_batch, range(start, last))
     try:
         with stop_requests() as stop, batches:
             step = start
@@ -515,7 +598,12 @@ def train_and_evaluate(
     run-length and logging keys alone (see :mod:`attn.train.workdir`). Raises
     :class:`TrainingInterrupted` (after saving a checkpoint) on Ctrl-C, and
     :class:`StoppedByCallback` when ``on_eval(step, eval_record)`` returns True.
+
+    Under ``jax.distributed`` (see :mod:`attn.train.distributed`) every process calls it with
+    the same config and workdir (on a filesystem they share); they train one model together.
     """
+    # First: a config that one process alone refuses would leave the others waiting.
+    distributed.check_same_config(config)
     checked = config_lib.validate(config)  # before the workdir is touched
     return run_in_workdir(
         config,
@@ -534,15 +622,17 @@ def run_in_workdir(
     """A run's workdir protocol around ``train(experiment, start_step)`` (a training loop):
     the lock, the resume check, ``config.json``, the experiment ``build(workdir)`` with its
     latest checkpoint restored, then the report of :func:`report_run`. Shared by the
-    supervised and the RL loop."""
+    supervised and the RL loop. With several processes, process 0 holds the lock and writes
+    ``config.json`` for all of them."""
     workdir = Path(workdir)
     workdir_lib.require_directory(workdir, create=True)
     config_path = workdir / workdir_lib.CONFIG_FILE
-    with workdir_lib.WorkdirLock(workdir):
+    with workdir_lib.RunLock(workdir):
         workdir_lib.check_resumable(config, config_path)
         experiment = build(workdir)
         try:
-            config_lib.save_json(config, config_path)
+            if distributed.is_primary():
+                config_lib.save_json(config, config_path)
             start = experiment.restore(missing_ok=True)
             final = train(experiment, start)
         finally:

@@ -75,7 +75,7 @@ def speech_attention_plots(experiment: Any, batch: dict[str, np.ndarray], tag: s
     over time, for a keyword classifier each last-layer head's attention received by each
     time step (averaged over the real steps that attend); returns the paths."""
     task = experiment.task
-    model = experiment.model(experiment.state["params"])
+    model = experiment.model(experiment.host_params())
     arrays = {name: jnp.asarray(value) for name, value in batch.items()}
     if task.kind == "seq2seq":
         # Greedy decoding's characters, whose attention frame_alignment gives (predict may

@@ -12,6 +12,7 @@ data: only the keys in :data:`RESUMABLE_KEYS` may differ from the saved ``config
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -23,6 +24,7 @@ from typing import Any
 import ml_collections
 
 from attn.train import config as config_lib
+from attn.train import distributed
 
 try:
     import fcntl
@@ -33,6 +35,7 @@ __all__ = [
     "CONFIG_FILE",
     "LOCK_FILE",
     "RESUMABLE_KEYS",
+    "RunLock",
     "WorkdirLock",
     "changed_keys",
     "check_resumable",
@@ -47,7 +50,9 @@ LOCK_FILE = ".lock"
 # (deterministic) data is read from or how it is batched for evaluation. None of them changes an
 # array's shape or a training batch; the state after step i still depends only on the
 # checkpoint. accumulation_steps splits the same batch differently (the same mean up to
-# rounding), so a run can move to a machine with less memory. The schedule's length keys
+# rounding), so a run can move to a machine with less memory. The mesh places the same arrays
+# differently (orbax restores a checkpoint onto any layout), so a run can move to other
+# devices. The schedule's length keys
 # (optax's decay_steps / transition_steps) move with train.num_steps when a run is extended.
 RESUMABLE_KEYS = frozenset(
     {
@@ -61,6 +66,8 @@ RESUMABLE_KEYS = frozenset(
         "train.sample_tokens",
         "train.sample_prompt",
         "train.accumulation_steps",
+        "train.mesh.data",
+        "train.mesh.fsdp",
         "optim.schedule_kwargs.decay_steps",
         "optim.schedule_kwargs.transition_steps",
         "data.data_dir",
@@ -133,6 +140,33 @@ class WorkdirLock:
         if self._stream is not None:
             self._stream.close()
             self._stream = None
+
+
+class RunLock:
+    """The workdir lock of a run over all its processes: process 0 holds a
+    :class:`WorkdirLock`, and every process learns whether it got it, so that all of them stop
+    together (rather than wait on process 0 forever) if another run holds the workdir."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = Path(workdir)
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> RunLock:
+        error = None
+        if distributed.is_primary():
+            try:
+                self._stack.enter_context(WorkdirLock(self.workdir))
+            except ValueError as failure:
+                error = failure
+        if not distributed.agree(error is None):
+            self._stack.close()
+            raise error or ValueError(
+                f"workdir {self.workdir} is in use by another run (process 0 says more)"
+            )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
 
 
 def _holder(path: Path) -> str:

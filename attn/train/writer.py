@@ -14,11 +14,15 @@ class MetricWriter:
     """Appends ``{"step", "split", <metrics>...}`` lines and mirrors scalars to TensorBoard.
 
     On resume from step ``s`` the lines logged after ``s`` by the interrupted run are dropped,
-    so the file reads as one uninterrupted run.
+    so the file reads as one uninterrupted run. Not ``enabled`` (a process other than a
+    multi-process run's first) it writes nothing.
     """
 
-    def __init__(self, workdir: Path, *, resume_step: int = 0):
+    def __init__(self, workdir: Path, *, resume_step: int = 0, enabled: bool = True):
         self.path = workdir / "metrics.jsonl"
+        self.enabled = enabled
+        if not enabled:
+            return
         if self.path.exists():
             kept = [
                 line for line in self.path.read_text().splitlines() if _step_of(line) <= resume_step
@@ -27,6 +31,8 @@ class MetricWriter:
         self._tensorboard = SummaryWriter(str(workdir / "tensorboard"))
 
     def write(self, step: int, split: str, values: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         record = {"step": step, "split": split, **values}
         with self.path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
@@ -38,7 +44,8 @@ class MetricWriter:
         self._tensorboard.flush()
 
     def close(self) -> None:
-        self._tensorboard.close()
+        if self.enabled:
+            self._tensorboard.close()
 
 
 def _step_of(line: str) -> float:

@@ -55,6 +55,9 @@ def test_shift_augmentation_is_a_pure_function_of_seed_and_step(tmp_path):
         padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), constant_values=-1.0)
         crops = [padded[r : r + 8, c : c + 8] for r in range(3) for c in range(3)]
         assert any(np.array_equal(shifted, crop) for crop in crops)
+    # A process's rows of the batch are augmented as in the whole batch.
+    rows = task.train_batch(5, rows=slice(4, 12))
+    np.testing.assert_array_equal(rows["inputs"], first["inputs"][4:12])
 
 
 def test_random_flip_mirrors_about_half_the_images():

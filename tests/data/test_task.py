@@ -62,6 +62,14 @@ def test_train_batch_is_a_function_of_seed_and_step(tiny_task):
     assert not _equal(task.train_batch(0), tiny_task("reverse", seed=1).train_batch(0))
 
 
+def test_rows_of_a_train_batch_are_those_of_the_whole_batch(tiny_task):
+    """What each process of a multi-process run reads: its rows of the global batch."""
+    task = tiny_task("reverse")
+    whole = task.train_batch(9)
+    halves = [task.train_batch(9, rows=slice(0, 4)), task.train_batch(9, rows=slice(4, 8))]
+    assert _equal(whole, {k: np.concatenate([h[k] for h in halves]) for k in whole})
+
+
 def test_resume_sees_the_batches_of_an_uninterrupted_run(tiny_task):
     uninterrupted = [tiny_task("dates").train_batch(step) for step in range(12)]
     first_run = tiny_task("dates")

@@ -31,25 +31,27 @@ def smoke(path: str = REVERSE, **overrides):
     return config
 
 
-def restore_latest(workdir: Path, like: dict | None = None) -> dict:
-    """The latest checkpoint, read with orbax; ``like`` (a restored tree) gives the target, so
-    a checkpoint written by several devices restores onto this process's one device."""
-    manager = ocp.CheckpointManager(workdir.absolute() / "checkpoints" / "latest")
-    args = None
-    if like is not None:
-        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-        target = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), like
-        )
-        args = ocp.args.StandardRestore(target)
-    restored = manager.restore(manager.latest_step(), args=args)
+def restore_latest(workdir: Path) -> dict:
+    """The latest checkpoint, read with orbax onto this process's first device, whatever
+    devices (or processes) wrote it."""
+    manager = ocp.CheckpointManager(
+        workdir.absolute() / "checkpoints" / "latest",
+        item_handlers=ocp.StandardCheckpointHandler(),
+    )
+    step = manager.latest_step()
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+        manager.item_metadata(step),
+    )
+    restored = manager.restore(step, args=ocp.args.StandardRestore(target))
     manager.close()
     return restored
 
 
-def params_of(workdir: Path, like: dict | None = None) -> dict:
+def params_of(workdir: Path) -> dict:
     """The latest checkpoint's parameters as a flat {path: array} dict."""
-    leaves = jax.tree_util.tree_leaves_with_path(restore_latest(workdir, like)["params"])
+    leaves = jax.tree_util.tree_leaves_with_path(restore_latest(workdir)["params"])
     return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
