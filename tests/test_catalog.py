@@ -104,12 +104,18 @@ def test_datasets_and_models_load_lazily():
         "decoder_lm",
         "encoder_classifier",
         "encoder_decoder",
+        "keyword_transformer",
+        "las",
         "rnn_seq2seq",
         "show_attend_tell",
+        "speech_transformer",
         "transformer_captioner",
         "vit",
     ]
     assert {"digits", "shapes_captions", "cifar10", "coco_captions"} <= set(
+        catalog.names("dataset")
+    )
+    assert {"spoken_strings", "spoken_digit", "speech_commands", "librispeech"} <= set(
         catalog.names("dataset")
     )
 
