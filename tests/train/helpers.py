@@ -1,5 +1,6 @@
 """Shared by the training tests: smoke configs, `attn run` commands, reading checkpoints."""
 
+import json
 import os
 import signal
 import subprocess
@@ -21,7 +22,33 @@ REVERSE = str(ROOT / "experiments" / "reverse.py")
 SUPERVISED_EXPERIMENTS = sorted(
     path for path in (ROOT / "experiments").glob("*.py") if not path.stem.startswith("rl_")
 )
+# Experiments whose smoke run (to its end, workdir checked by assert_smoke_workdir) is part
+# of a test of their own; tests/train/test_loop.py does not train them again.
+SMOKE_RUN_ELSEWHERE = {
+    "captions": "tests/train/test_vision_experiments.py",
+    "vit_digits": "tests/train/test_vision_experiments.py",
+    "speech_las": "tests/train/test_speech_experiments.py",
+}
 ENVIRONMENT = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+def assert_smoke_workdir(workdir: Path) -> None:
+    """What every finished run leaves: metrics of both splits (finite losses, the train
+    record's rate and gradient norm), config.json, attention pictures and curves, TensorBoard
+    events, and the latest and best checkpoints."""
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} == {"train", "eval"}
+    assert all(np.isfinite(r["loss"]) for r in records)
+    final_eval = [r for r in records if r["split"] == "eval"][-1]
+    assert 0.0 <= final_eval["accuracy"] <= 1.0
+    train_record = next(r for r in records if r["split"] == "train")
+    assert {"learning_rate", "steps_per_second", "grad_norm"} <= set(train_record)
+    assert json.loads((workdir / "config.json").read_text())["data"]["name"]
+    assert list((workdir / "plots").glob("attention_*.png"))
+    assert (workdir / "plots" / "curves.png").stat().st_size > 1000
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (workdir / "checkpoints" / "latest").is_dir()
+    assert (workdir / "checkpoints" / "best").is_dir()
 
 
 def smoke(path: str = REVERSE, **overrides):

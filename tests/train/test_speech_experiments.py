@@ -13,7 +13,7 @@ import pytest
 from attn import cli
 from attn.train import train_and_evaluate
 
-from .helpers import ROOT, assert_same_params, params_of, smoke
+from .helpers import ROOT, assert_same_params, assert_smoke_workdir, params_of, smoke
 
 pytestmark = pytest.mark.slow  # trains
 
@@ -44,6 +44,7 @@ def test_las_resumes_exactly_eval_reports_error_rates_and_plot_transcribes_a_wav
     train_and_evaluate(smoke(SPEECH_LAS, **{"train.num_steps": 2}), tmp_path / "halves")
     train_and_evaluate(config, tmp_path / "halves")
     assert_same_params(params_of(tmp_path / "halves"), params_of(whole))
+    assert_smoke_workdir(whole)
     assert np.isfinite(final["eval"]["cer"]) and np.isfinite(final["eval"]["wer"])
 
     capsys.readouterr()

@@ -12,7 +12,7 @@ from PIL import Image
 from attn import cli
 from attn.train import train_and_evaluate
 
-from .helpers import ROOT, assert_same_params, params_of, smoke
+from .helpers import ROOT, assert_same_params, assert_smoke_workdir, params_of, smoke
 
 pytestmark = pytest.mark.slow  # trains
 
@@ -24,6 +24,7 @@ def test_captions_eval_reports_caption_scores_and_plot_draws_a_users_image(tmp_p
     workdir = tmp_path / "run"
     assert cli.main(["run", f"{CAPTIONS}:smoke", "--workdir", str(workdir)]) == 0
     assert "bleu4" in capsys.readouterr().out  # the run's final evaluation
+    assert_smoke_workdir(workdir)
     # A user's picture of another size and mode is resized to the task's 32x32 RGB.
     picture = tmp_path / "mine.png"
     pixels = np.zeros((40, 50, 4), np.uint8)
@@ -43,6 +44,7 @@ def test_augmented_image_run_resumes_to_identical_parameters(tmp_path):
     with the parameters of one that never stopped."""
     config = smoke(VIT_DIGITS, **{"train.num_steps": 4})
     train_and_evaluate(config, tmp_path / "whole")
+    assert_smoke_workdir(tmp_path / "whole")
     train_and_evaluate(smoke(VIT_DIGITS, **{"train.num_steps": 2}), tmp_path / "halves")
     train_and_evaluate(config, tmp_path / "halves")
     assert_same_params(params_of(tmp_path / "halves"), params_of(tmp_path / "whole"))
