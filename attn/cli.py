@@ -2,7 +2,7 @@
 
 attn run experiments/dates.py[:smoke] --workdir workdirs/dates [--config.KEY=VALUE ...]
 attn run ... --coordinator HOST:PORT --num-processes N --process-id I   (one of N processes)
-attn eval --workdir workdirs/dates [--split test] [--checkpoint best]
+attn eval --workdir workdirs/dates [--split test] [--checkpoint best] [--whole-split]
 attn plot --workdir workdirs/dates [--text "3rd of March 2021"] [--examples 2]
 attn plot --workdir workdirs/captions [--image photo.png]
 attn plot --workdir workdirs/speech_las [--audio clip.wav]
@@ -145,6 +145,12 @@ def _parser() -> argparse.ArgumentParser:
             help="which checkpoint (default: best)",
         )
         command.add_argument("--split", default="test", help="dataset split (default: test)")
+    commands.choices["eval"].add_argument(
+        "--whole-split",
+        action="store_true",
+        help="score every example of --split (default: the first train.eval_batches batches, "
+        "as the run's own evaluations)",
+    )
     # Listed for `attn --help`; main() hands its arguments to the benchmark's own parser.
     commands.add_parser(
         "bench",
@@ -213,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--examples must be at least 1, got {args.examples}")
         experiment, step = _load_workdir(args.workdir, args.checkpoint)
         if args.command == "eval":
+            if args.whole_split:
+                if "env" in experiment.config:
+                    raise ValueError("--whole-split: an RL run evaluates its fixed instances")
+                experiment.config.train.eval_batches = None
             metrics = experiment.evaluate(args.split)
             print(
                 f"{args.checkpoint} checkpoint (step {step}) on {args.split}: "

@@ -1,6 +1,7 @@
 """Restoring from damaged checkpoints: the newest readable one is used, with a warning naming
 the damaged one; none readable, or none at all, is a one-line error naming the directory."""
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from attn import cli
+from attn.data.task import Task
 from attn.train import train_and_evaluate
 
 from .helpers import assert_same_params, checkpoint_steps, params_of, smoke
@@ -130,3 +132,24 @@ def test_plot_passes_the_example_count_without_changing_the_config(workdir, caps
         "2_cli.png",
     }
     assert experiment.config.train.plot_examples == 1
+
+
+def test_eval_scores_the_whole_split_when_asked(workdir, capsys, monkeypatch):
+    """By default `attn eval` reads the batches the run's own evaluations read
+    (train.eval_batches); --whole-split reads them all."""
+    config = json.loads((workdir / "config.json").read_text())
+    config["train"]["eval_batches"] = 1
+    (workdir / "config.json").write_text(json.dumps(config))
+    asked = []
+    original = Task.eval_batches
+
+    def recording(self, split="test", max_batches=None):
+        asked.append(max_batches)
+        return original(self, split, max_batches)
+
+    monkeypatch.setattr(Task, "eval_batches", recording)
+    assert cli.main(["eval", "--workdir", str(workdir)]) == 0
+    assert cli.main(["eval", "--workdir", str(workdir), "--whole-split"]) == 0
+    assert asked == [1, None]
+    first, whole = capsys.readouterr().out.splitlines()
+    assert first != whole  # one batch of the test split scores differently from all of them
