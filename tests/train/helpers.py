@@ -32,6 +32,13 @@ SMOKE_RUN_ELSEWHERE = {
 ENVIRONMENT = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 
+def fake_devices(count: int) -> str:
+    """XLA_FLAGS for a subprocess with ``count`` CPU devices, keeping the session's flags (the
+    compile settings of tests/conftest.py, so its numbers match the in-process runs')."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    return f"{flags} --xla_force_host_platform_device_count={count}".strip()
+
+
 def assert_smoke_workdir(workdir: Path) -> None:
     """What every finished run leaves: metrics of both splits (finite losses, the train
     record's rate and gradient norm), config.json, attention pictures and curves, TensorBoard

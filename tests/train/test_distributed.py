@@ -21,7 +21,14 @@ from attn import cli
 from attn.train.distributed import Cluster, cluster_from
 from attn.train.workdir import WorkdirLock
 
-from .helpers import ENVIRONMENT, assert_same_params, checkpoint_steps, params_of, run_command
+from .helpers import (
+    ENVIRONMENT,
+    assert_same_params,
+    checkpoint_steps,
+    fake_devices,
+    params_of,
+    run_command,
+)
 
 NUM_STEPS = 4
 OVERRIDES = (f"--config.train.num_steps={NUM_STEPS}", "--config.train.checkpoint_every=1")
@@ -35,7 +42,7 @@ def one_process(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("one_process") / "run"
     result = subprocess.run(
         run_command(workdir, *OVERRIDES),
-        env={**ENVIRONMENT, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        env={**ENVIRONMENT, "XLA_FLAGS": fake_devices(2)},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

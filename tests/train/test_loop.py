@@ -23,6 +23,7 @@ from .helpers import (
     SMOKE_RUN_ELSEWHERE,
     SUPERVISED_EXPERIMENTS,
     assert_smoke_workdir,
+    fake_devices,
     kill_mid_run,
     params_of,
     run_command,
@@ -129,7 +130,7 @@ def test_data_parallel_over_fake_devices_matches_one_device(tmp_path):
     subprocess.run(
         run_command(tmp_path / "one", *overrides), check=True, env=environment, capture_output=True
     )
-    environment["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    environment["XLA_FLAGS"] = fake_devices(4)
     on_four_devices = (
         "import sys, jax; from attn import cli; "
         "assert jax.local_device_count() == 4, jax.local_device_count(); "

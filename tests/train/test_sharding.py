@@ -14,7 +14,7 @@ from attn import cli
 from attn.train.config import validate
 from attn.train.sharding import MeshOptions, mesh_shape, parameter_spec
 
-from .helpers import ENVIRONMENT, ROOT, params_of, smoke
+from .helpers import ENVIRONMENT, ROOT, fake_devices, params_of, smoke
 
 # One process, 8 fake devices (fixed when JAX starts): the same smoke run unsharded (data 8)
 # and sharded (data 2 x fsdp 4); then the unsharded run's checkpoint restored onto the
@@ -56,7 +56,7 @@ def test_fsdp_on_eight_devices_trains_the_unsharded_model_with_a_quarter_per_dev
 ):
     result = subprocess.run(
         [sys.executable, "-c", EIGHT_DEVICES, str(tmp_path), str(ROOT / "tests")],
-        env={**ENVIRONMENT, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+        env={**ENVIRONMENT, "XLA_FLAGS": fake_devices(8)},
         capture_output=True,
         text=True,
         timeout=400,

@@ -36,7 +36,7 @@ from attn.train.sweep import study as sweep_study
 from attn.train.sweep.trials import load_trials
 
 from . import postgres
-from .helpers import REVERSE, ROOT, checkpoint_steps, params_of, sweep_experiment
+from .helpers import REVERSE, ROOT, checkpoint_steps, fake_devices, params_of, sweep_experiment
 
 SPEC = f"{REVERSE}:smoke"
 NUM_STEPS = 8
@@ -373,7 +373,7 @@ def test_trial_axis_sharded_over_eight_devices_equals_alone_runs(tmp_path, alone
             str(tmp_path),
             *PAIRS,
         ],
-        env=environment(XLA_FLAGS="--xla_force_host_platform_device_count=8"),
+        env=environment(XLA_FLAGS=fake_devices(8)),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
