@@ -34,7 +34,7 @@ def test_captions_eval_reports_caption_scores_and_plot_draws_a_users_image(tmp_p
     (path,) = [Path(line) for line in capsys.readouterr().out.split()]
     assert path.name == "attention_words_example0_image.png" and path.stat().st_size > 1000
     assert cli.main(["plot", "--workdir", str(workdir), "--text", "a red circle"]) == 2
-    assert "pass --image FILE" in capsys.readouterr().err
+    assert "inputs are image: pass --image, not --text" in capsys.readouterr().err
     assert cli.main(["plot", "--workdir", str(workdir), "--image", str(tmp_path)]) == 2
     assert "cannot read image" in capsys.readouterr().err
 

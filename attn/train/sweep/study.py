@@ -178,9 +178,10 @@ def _rdb_storage(url: str, heartbeat_interval: int, grace_period: int) -> RDBSto
             )
 
     # Workers starting together on a fresh database race to create Optuna's tables
-    # (SQLAlchemy checks, then creates); the losers find them on a retry.
+    # (SQLAlchemy checks, then creates); the losers, told of a duplicate row or table
+    # (PostgreSQL's DuplicateTable is a ProgrammingError), find them on a retry.
     for _ in range(2):
-        with contextlib.suppress(sqlalchemy.exc.IntegrityError):
+        with contextlib.suppress(sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             return connect()
         time.sleep(1.0)
     return connect()
