@@ -328,13 +328,15 @@ _INPUT_FLAGS = {"tokens": "text", "image": "image", "audio": "audio"}
 
 
 def _plot(experiment, args) -> list[Path]:
+    from attn.models.task import input_kind_of
+
     given = [name for name in _INPUT_FLAGS.values() if getattr(args, name)]
     if "env" in experiment.config:
         if given:
             raise ValueError(f"--{given[0]}: an RL run plots rollouts of its evaluation instances")
         return experiment.plot(args.split, tag="_cli", count=args.examples)
     task = experiment.task
-    kind = "image" if task.image_shape else "audio" if task.audio_shape else "tokens"
+    kind = input_kind_of(task.image_shape, task.audio_shape)
     wanted = _INPUT_FLAGS[kind]
     wrong = [name for name in given if name != wanted]
     if wrong:

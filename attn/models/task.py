@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["INPUT_KINDS", "TASK_KINDS", "TaskInfo", "TaskSpec", "check_task"]
+__all__ = ["INPUT_KINDS", "TASK_KINDS", "TaskInfo", "TaskSpec", "check_task", "input_kind_of"]
 
 # What a task asks for: a class per example, a tag per token, an output sequence, the next token.
 TASK_KINDS = ("classify", "tag", "seq2seq", "lm")
@@ -46,10 +46,11 @@ class TaskInfo:
 
     @property
     def input_kind(self) -> str:
-        return _input_kind(self.image_shape, self.audio_shape)
+        return input_kind_of(self.image_shape, self.audio_shape)
 
 
-def _input_kind(image_shape: Any, audio_shape: Any) -> str:
+def input_kind_of(image_shape: Any, audio_shape: Any) -> str:
+    """The input kind (:data:`INPUT_KINDS`) of a task with these shapes (None: not that kind)."""
     if image_shape is not None:
         return "image"
     return "tokens" if audio_shape is None else "audio"
@@ -101,7 +102,7 @@ def check_task(
             f"task has both image_shape {image_shape} and audio_shape {audio_shape}; "
             "its inputs are one or the other"
         )
-    input_kind = _input_kind(image_shape, audio_shape)
+    input_kind = input_kind_of(image_shape, audio_shape)
     if input_kind not in input_kinds:
         shape = image_shape or audio_shape
         raise ValueError(

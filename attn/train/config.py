@@ -29,6 +29,7 @@ from flax import nnx
 
 from attn import data, models
 from attn.models.options import as_config_dict, option, parse_options
+from attn.models.task import input_kind_of
 from attn.train.metrics import ERROR_RATES, METRICS
 from attn.train.optim import build_optimizer
 from attn.train.sharding import MeshOptions, mesh_shape
@@ -298,7 +299,7 @@ def validate(config: ml_collections.ConfigDict) -> Checked:
         )
     image_shape = data.image_shape_of(config.data)
     audio_shape = data.audio_shape_of(config.data)
-    input_kind = "image" if image_shape else "audio" if audio_shape else "tokens"
+    input_kind = input_kind_of(image_shape, audio_shape)
     if input_kind not in model_class.input_kinds:
         raise ValueError(
             f"model.name: {model.name!r} reads {' or '.join(model_class.input_kinds)} inputs, "

@@ -11,7 +11,7 @@ import numpy as np
 
 from attn.data.images import to_pixels
 from attn.train.image_plots import attention_rollout, plot_region_attention
-from attn.train.plots import tokens_through_eos
+from attn.train.plots import layer_number, tokens_through_eos
 
 __all__ = ["image_attention_plots", "vit_panels"]
 
@@ -20,7 +20,7 @@ def vit_panels(maps: dict[str, np.ndarray], cls_token: bool) -> list[tuple[str, 
     """Panels for one example's ViT maps (``"encoder/layer{i}/self"`` -> ``[N, T, T]``): the
     last layer's attention per head and the rollout over all layers, from the class token
     (``cls_token``) or averaged over the patches (mean pooling), over the patches ``[P]``."""
-    layers = [maps[name] for name in sorted(maps, key=_layer_number)]
+    layers = [maps[name] for name in sorted(maps, key=layer_number)]
     first = 1 if cls_token else 0  # the patches' column offset
 
     def pooled(rows_tt: np.ndarray) -> np.ndarray:
@@ -31,10 +31,6 @@ def vit_panels(maps: dict[str, np.ndarray], cls_token: bool) -> list[tuple[str, 
     panels = [(f"last layer, head {n}", pooled(last[n])) for n in range(last.shape[0])]
     panels.append((f"rollout ({len(layers)} layers)", pooled(attention_rollout(layers))))
     return panels
-
-
-def _layer_number(name: str) -> int:
-    return int(name.split("/")[1].removeprefix("layer"))
 
 
 def image_attention_plots(experiment: Any, batch: dict[str, np.ndarray], tag: str) -> list[Path]:

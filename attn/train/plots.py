@@ -49,6 +49,11 @@ def plot_attention(
     return save_figure(figure, path, title=title)
 
 
+def layer_number(name: str) -> int:
+    """``i`` of an attention map named ``"encoder/layer{i}/self"`` (attn.models naming)."""
+    return int(name.split("/")[1].removeprefix("layer"))
+
+
 def tokens_through_eos(tokens: np.ndarray) -> int:
     """How many tokens to show: up to and including the first EOS (all if there is none)."""
     eos = np.flatnonzero(np.asarray(tokens) == EOS_ID)

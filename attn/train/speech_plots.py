@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 import numpy as np
 
-from attn.train.plots import save_figure, tokens_through_eos
+from attn.train.plots import layer_number, save_figure, tokens_through_eos
 
 __all__ = ["frames_alignment", "plot_alignment", "speech_attention_plots"]
 
@@ -90,7 +90,7 @@ def speech_attention_plots(experiment: Any, batch: dict[str, np.ndarray], tag: s
     else:
         predictions_bu = np.asarray(model.predict(arrays))
         maps = model.attention_maps(arrays)
-        last = np.asarray(maps[max(maps, key=lambda name: int(name.split("/")[1][5:]))])
+        last = np.asarray(maps[max(maps, key=layer_number)])
         rows_bks = _received(last, np.asarray(batch["input_lengths"]), model.frame_stride)
         labels = [[f"head {n}" for n in range(last.shape[1])]] * len(predictions_bu)
     paths = []
